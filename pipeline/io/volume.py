@@ -1,0 +1,295 @@
+"""Volumes as xarray DataArrays over chunked zarr v3 stores.
+
+Data model (see DESIGN.md): dims ``("z", "y", "x")``, coordinates in nanometres,
+``attrs["voxel_size_nm"] = [z, y, x]``, labels uint8 with 1 = pore, images in
+their native dtype on disk. Every store carries provenance in its attrs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from pipeline.errors import UserError
+
+__all__ = [
+    "DIMS",
+    "DEFAULT_CHUNKS",
+    "SUPPORTED_DTYPES",
+    "as_volume",
+    "check_voxel_size",
+    "voxel_size_of",
+    "provenance",
+    "create_volume_store",
+    "open_volume",
+    "write_volume",
+    "atomic_dir",
+]
+
+DIMS: tuple[str, str, str] = ("z", "y", "x")
+#: Default on-disk chunk (z, y, x): 4 MiB of uint16, a good unit for Dask tasks.
+DEFAULT_CHUNKS: tuple[int, int, int] = (32, 256, 256)
+SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
+    np.dtype(t) for t in ("uint8", "uint16", "int16", "uint32", "float32", "float64", "bool")
+)
+
+
+def check_voxel_size(voxel_size_nm: Sequence[float], *, where: str = "voxel size") -> tuple[float, float, float]:
+    """Validate a (z, y, x) voxel size in nanometres and return it as floats.
+
+    Raises
+    ------
+    UserError
+        Unless it holds exactly three finite values greater than zero.
+    """
+    values = tuple(float(v) for v in voxel_size_nm)
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise UserError(
+            f"{where} {list(voxel_size_nm)} is not valid; expected three positive numbers Z,Y,X in nm"
+        )
+    return values  # type: ignore[return-value]
+
+
+def as_volume(
+    data: np.ndarray | da.Array | Any,
+    voxel_size_nm: Sequence[float],
+    *,
+    name: str = "image",
+    attrs: Mapping[str, Any] | None = None,
+    origin_nm: Sequence[float] = (0.0, 0.0, 0.0),
+) -> xr.DataArray:
+    """Wrap a 3D array as a porelab volume.
+
+    Parameters
+    ----------
+    data : array of shape (z, y, x)
+        NumPy, CuPy or dask array. Not copied.
+    voxel_size_nm : (float, float, float)
+        Voxel edge lengths in nm along z, y, x.
+    name : str
+        Variable name in the store (``"image"``, ``"labels"``, ``"probability"``...).
+    attrs : mapping, optional
+        Extra attributes (provenance, diagnostics).
+    origin_nm : (float, float, float)
+        Coordinate of the first voxel centre in nm.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``("z", "y", "x")``, coordinates in nm, ``attrs["voxel_size_nm"]``.
+    """
+    if getattr(data, "ndim", None) != 3:
+        raise ValueError(f"a volume must be 3D (z, y, x); got shape {getattr(data, 'shape', None)}")
+    vs = check_voxel_size(voxel_size_nm)
+    coords = {
+        dim: (dim, origin_nm[i] + vs[i] * np.arange(data.shape[i], dtype=np.float64), {"units": "nm"})
+        for i, dim in enumerate(DIMS)
+    }
+    out_attrs = dict(attrs or {})
+    out_attrs["voxel_size_nm"] = list(vs)
+    return xr.DataArray(data, dims=DIMS, coords=coords, name=name, attrs=out_attrs)
+
+
+def voxel_size_of(vol: xr.DataArray) -> tuple[float, float, float]:
+    """Return the (z, y, x) voxel size in nm recorded on a volume."""
+    try:
+        return check_voxel_size(vol.attrs["voxel_size_nm"])
+    except KeyError:
+        raise UserError(f"volume {vol.name!r} has no voxel_size_nm attribute") from None
+
+
+def provenance(stage: str, params: Mapping[str, Any] | None = None, *, job_hash: str | None = None) -> dict[str, Any]:
+    """Provenance record stored in a store's attrs: stage, parameters, versions."""
+    import importlib.metadata as md
+
+    import pipeline
+
+    versions: dict[str, str] = {"porelab": pipeline.__version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "dask", "xarray", "zarr", "scikit-image", "torch", "ray"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            continue
+    return {
+        "stage": stage,
+        "parameters": _jsonable(dict(params or {})),
+        "job_hash": job_hash,
+        "versions": versions,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _compressors() -> list[Any]:
+    return [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle=zarr.codecs.BloscShuffle.bitshuffle)]
+
+
+def create_volume_store(
+    path: str | os.PathLike[str],
+    template: xr.DataArray,
+    *,
+    chunks: Sequence[int] | None = None,
+    dtype: Any = None,
+    fill_value: Any = 0,
+) -> zarr.Array:
+    """Create an empty zarr v3 store for a volume shaped like ``template``.
+
+    Writes the metadata, coordinates and attrs of ``template`` (its data is not
+    written) and returns the zarr array for the variable, ready for
+    chunk-aligned region writes (see :mod:`pipeline.engine.blocks`).
+
+    Parameters
+    ----------
+    path : path
+        Store folder (``*.zarr``). Replaced if it exists.
+    template : xarray.DataArray
+        Dims, coords, attrs and name of the volume. May be lazy (dask).
+    chunks : (int, int, int), optional
+        On-disk chunk shape; defaults to :data:`DEFAULT_CHUNKS` clipped to the shape.
+    dtype : dtype, optional
+        On-disk dtype, default the template's.
+    """
+    path = Path(path)
+    name = str(template.name or "image")
+    dtype = np.dtype(dtype or template.dtype)
+    chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks or DEFAULT_CHUNKS, template.shape))
+    lazy = xr.DataArray(
+        da.zeros(template.shape, dtype=dtype, chunks=chunks),
+        dims=template.dims,
+        coords=template.coords,
+        name=name,
+        attrs=_jsonable(dict(template.attrs)),
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    lazy.to_dataset().to_zarr(
+        path,
+        mode="w",
+        compute=False,
+        zarr_format=3,
+        consolidated=False,
+        encoding={name: {"chunks": chunks, "compressors": _compressors(), "fill_value": fill_value}},
+    )
+    return zarr.open_array(path / name, mode="r+")
+
+
+def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.DataArray:
+    """Open a volume store lazily as an xarray DataArray backed by dask.
+
+    Parameters
+    ----------
+    path : path
+        A ``*.zarr`` store written by porelab.
+    name : str, optional
+        Variable to open; by default the only data variable of the store.
+
+    Raises
+    ------
+    UserError
+        If the path does not exist, is not a zarr store, holds no volume or
+        was left incomplete by an interrupted write.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such store; expected a .zarr folder written by porelab")
+    try:
+        ds = xr.open_zarr(path, zarr_format=3, consolidated=False, chunks={})
+    except Exception as exc:  # noqa: BLE001 - any failure to open is a user-facing error
+        raise UserError(f"{path}: cannot be opened as a zarr v3 store ({exc.__class__.__name__}: {exc})") from None
+    names = [str(n) for n in ds.data_vars]
+    if name is None:
+        if len(names) != 1:
+            raise UserError(f"{path}: holds variables {names}; name the one to open")
+        name = names[0]
+    if name not in ds:
+        raise UserError(f"{path}: has no variable {name!r}; it holds {names}")
+    vol = ds[name]
+    if ds.attrs.get("incomplete") or vol.attrs.get("incomplete"):
+        raise UserError(f"{path}: was left incomplete by an interrupted write; run the command again")
+    if vol.dims != DIMS:
+        raise UserError(f"{path}: variable {name!r} has dims {vol.dims}; expected {DIMS}")
+    return vol
+
+
+class atomic_dir:
+    """Context manager giving a temporary sibling folder renamed to ``path`` on success.
+
+    On an exception the temporary folder is removed, so nothing half-written is
+    left where a finished result is expected.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.tmp = self.path.with_name(f".{self.path.name}.partial-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> Path:
+        if self.path.exists() and not self.overwrite:
+            raise UserError(f"{self.path}: already exists; pass --overwrite to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.replace(self.tmp, self.path)
+
+
+def write_volume(
+    vol: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    chunks: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: str | None = None,
+) -> Path:
+    """Write a (possibly lazy) volume to a zarr v3 store, atomically.
+
+    The volume is computed block by block (never whole in memory when it is a
+    dask array) into a temporary folder that is renamed to ``path`` only when
+    every block is written.
+
+    Parameters
+    ----------
+    vol : xarray.DataArray
+        Volume with dims (z, y, x) and ``voxel_size_nm``.
+    path : path
+        Destination ``*.zarr`` folder.
+    chunks : (int, int, int), optional
+        On-disk chunk shape (default :data:`DEFAULT_CHUNKS`).
+    overwrite : bool
+        Replace an existing store instead of raising :class:`UserError`.
+    progress : str, optional
+        Label of a progress bar over blocks; None for no bar.
+    """
+    from pipeline.engine.blocks import store_blocks
+
+    path = Path(path)
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        target = create_volume_store(tmp, vol, chunks=chunks)
+        data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
+        store_blocks(data, target, markers=None, progress=progress)
+    return path

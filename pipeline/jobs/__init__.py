@@ -1,0 +1,1 @@
+"""Job files: pydantic models, stage adapters and the runner."""

@@ -1,0 +1,128 @@
+"""What a stage adapter is given by the runner: paths, seed, engines, resumable writes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from pipeline.errors import UserError
+
+__all__ = ["StageContext"]
+
+log = logging.getLogger("porelab")
+
+
+@dataclass
+class StageContext:
+    """The runner's view of one stage while it runs.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run folder ``runs/<name>/``.
+    name : str
+        This stage's output name (unique in the job).
+    seed : int
+        Seed for this stage, derived from the job seed and the stage name.
+    backend : {"numpy", "cupy"}
+        Array backend resolved for this run.
+    input : Path or None
+        Main output of the stage this one reads (None for the first stage).
+    outputs : dict of str to Path
+        Main outputs of all earlier stages by name.
+    job_hash, stage_hash : str
+        Hash of the whole job spec and of this stage's config plus inputs.
+    chunks : (int, int, int)
+        Default on-disk chunk shape of volumes.
+    """
+
+    run_dir: Path
+    name: str
+    seed: int
+    backend: Literal["numpy", "cupy"]
+    input: Path | None
+    outputs: dict[str, Path]
+    job_hash: str
+    stage_hash: str
+    chunks: tuple[int, int, int]
+    _dask_client: Callable[[], Any] = field(repr=False, default=lambda: None)
+    _ray_init: Callable[[], None] = field(repr=False, default=lambda: None)
+
+    # -- paths -------------------------------------------------------------
+    def path(self, filename: str) -> Path:
+        """Path of a file or folder of this stage inside the run folder."""
+        return self.run_dir / filename
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch folder of this stage (markers, temporary files), kept until the run ends."""
+        d = self.run_dir / ".work" / self.name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def require_input(self, what: str = "a volume") -> Path:
+        """The main input path, or a UserError saying which stage is missing."""
+        if self.input is None:
+            raise UserError(f"stage {self.name!r} needs {what} as input; add an earlier stage or set input:")
+        return self.input
+
+    # -- engines -----------------------------------------------------------
+    def dask(self) -> Any:
+        """The run's Dask client, started on first use (local cluster or --dask address)."""
+        return self._dask_client()
+
+    def ray(self) -> None:
+        """Make sure Ray is initialised for this run (local 127.0.0.1 instance or --ray address)."""
+        self._ray_init()
+
+    # -- outputs -----------------------------------------------------------
+    def write_volume(
+        self,
+        vol: xr.DataArray,
+        filename: str,
+        *,
+        params: dict[str, Any] | None = None,
+        chunks: Sequence[int] | None = None,
+        dtype: Any = None,
+        progress: str | None = None,
+    ) -> Path:
+        """Write a lazy volume into the run folder, resumably.
+
+        Blocks are chunk-aligned and each has a done marker under
+        :attr:`work_dir`; a store whose markers belong to another stage hash is
+        started afresh. The store's attrs get provenance (stage, params, job
+        hash, versions). Runs on the run's Dask client.
+        """
+        from pipeline.engine.blocks import store_blocks
+        from pipeline.io.volume import create_volume_store, provenance
+
+        import zarr
+
+        self.dask()
+        path = self.path(filename)
+        markers = self.work_dir / f"{filename}.blocks-{self.stage_hash[:12]}"
+        attrs = dict(vol.attrs)
+        attrs["provenance"] = provenance(self.name, params, job_hash=self.job_hash)
+        template = vol.copy(data=vol.data) if isinstance(vol.data, da.Array) else vol
+        template = template.assign_attrs(attrs)
+        if markers.exists() and path.exists():
+            target = zarr.open_array(path / str(vol.name or "image"), mode="r+")
+        else:
+            for old in self.work_dir.glob(f"{filename}.blocks-*"):
+                import shutil
+
+                shutil.rmtree(old)
+            target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
+            markers.mkdir(parents=True)
+        data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
+        if dtype is not None:
+            data = data.astype(dtype)
+        store_blocks(data, target, markers=markers, progress=progress or f"{self.name}: {filename}")
+        return path

@@ -1,0 +1,24 @@
+"""The stage kinds a job can name, each an adapter module in ``pipeline.jobs.stages``.
+
+An adapter module defines ``Config`` (a :class:`~pipeline.jobs.base.StageConfig`
+with ``stage: Literal["<kind>"]``) and ``run(ctx, cfg) -> StageOutput``. It
+wires the plain array functions of a stage package to the engine; the stage
+package itself knows nothing of jobs or clusters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["STAGE_MODULES", "stage_module"]
+
+#: kind -> adapter module, in the order stages usually run.
+STAGE_MODULES: dict[str, str] = {
+    "ingest": "pipeline.jobs.stages.ingest",
+}
+
+
+def stage_module(kind: str) -> ModuleType:
+    """Import the adapter module of a stage kind."""
+    return importlib.import_module(STAGE_MODULES[kind])
