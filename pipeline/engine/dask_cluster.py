@@ -1,0 +1,106 @@
+"""The Dask engine: a local cluster sized to the machine, or a running scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from pipeline.errors import UserError
+
+__all__ = ["dask_client", "default_workers"]
+
+log = logging.getLogger("porelab.engine")
+
+
+def default_workers(cpu_count: int | None = None) -> tuple[int, int]:
+    """Workers and threads per worker for a local cluster on this machine.
+
+    One single-threaded process per core: our filters release the GIL only in
+    part, and processes keep each worker's memory limit meaningful.
+    """
+    if cpu_count is None:
+        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(cpu_count)), 1
+
+
+def _check_address(address: str) -> None:
+    if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")) or ":" not in address.split("://", 1)[1]:
+        raise UserError(f"--dask address {address!r} is not valid; expected tcp://HOST:PORT")
+
+
+@contextlib.contextmanager
+def dask_client(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | int | None = None,
+    local_directory: str | os.PathLike[str] | None = None,
+    timeout_s: float = 30.0,
+) -> Iterator[Any]:
+    """Give a ``distributed.Client`` for the duration of a ``with`` block.
+
+    Parameters
+    ----------
+    address : str, optional
+        ``tcp://HOST:PORT`` of a running scheduler. None starts a
+        ``LocalCluster`` on 127.0.0.1 (dashboard on 127.0.0.1 too).
+    n_workers, threads_per_worker : int, optional
+        Local cluster size; default one single-threaded worker per core.
+    memory_limit : str or int, optional
+        Memory limit per local worker ("2GiB", bytes). Default: the machine's
+        available memory times 0.8, split between workers.
+    local_directory : path, optional
+        Workers' spill and scratch folder (keep it inside the run or an
+        ignored cache folder, never the home directory).
+
+    Raises
+    ------
+    UserError
+        If the scheduler at ``address`` cannot be reached.
+    """
+    from distributed import Client, LocalCluster
+
+    if address is not None:
+        _check_address(address)
+        try:
+            client = Client(address, timeout=timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"no Dask scheduler answered at {address} ({exc})") from None
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+
+    workers, threads = default_workers()
+    n_workers = n_workers or workers
+    threads_per_worker = threads_per_worker or threads
+    if memory_limit is None:
+        memory_limit = int(psutil.virtual_memory().available * 0.8 / n_workers)
+    if local_directory is not None:
+        Path(local_directory).mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        memory_limit=memory_limit,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        local_directory=None if local_directory is None else str(local_directory),
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    log.info("Dask local cluster: %d workers x %d threads, %s per worker, dashboard %s",
+             n_workers, threads_per_worker, memory_limit, client.dashboard_link)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
