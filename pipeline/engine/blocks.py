@@ -76,6 +76,7 @@ def store_blocks(
     markers: str | os.PathLike[str] | None,
     progress: str | None = None,
     max_in_flight: int | None = None,
+    block_shape: Sequence[int] | None = None,
 ) -> int:
     """Compute ``data`` block by block into ``target``, skipping blocks marked done.
 
@@ -92,6 +93,9 @@ def store_blocks(
         Label of a progress bar over blocks.
     max_in_flight : int, optional
         Blocks computed at once; bounds memory. Default: twice the worker threads.
+    block_shape : sequence of int, optional
+        Shape of one unit of work: whole multiples of the target's chunks
+        (an edge may be the full extent). Default: one chunk.
 
     Returns
     -------
@@ -101,6 +105,12 @@ def store_blocks(
     if tuple(data.shape) != tuple(target.shape):
         raise ValueError(f"data shape {data.shape} does not match the store shape {target.shape}")
     chunks = tuple(int(c) for c in target.chunks)
+    if block_shape is not None:
+        block_shape = tuple(min(int(b), int(s)) for b, s in zip(block_shape, target.shape))
+        for b, c, s in zip(block_shape, chunks, target.shape):
+            if b % c and b != s:
+                raise ValueError(f"block shape {block_shape} is not a whole multiple of the chunks {chunks}")
+        chunks = block_shape
     data = data.rechunk(chunks)
     store = str(Path(str(target.store.root)) / target.path) if target.path else str(target.store.root)
     marker_dir = Path(markers) if markers is not None else None

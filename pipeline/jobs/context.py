@@ -41,6 +41,8 @@ class StageContext:
         Hash of the whole job spec and of this stage's config plus inputs.
     chunks : (int, int, int)
         Default on-disk chunk shape of volumes.
+    job_dir : Path
+        Folder of the job file: relative input paths in stage configs are read from here.
     """
 
     run_dir: Path
@@ -52,6 +54,8 @@ class StageContext:
     job_hash: str
     stage_hash: str
     chunks: tuple[int, int, int]
+    job_dir: Path = Path(".")
+    blocks_computed: dict[str, int] = field(default_factory=dict)
     _dask_client: Callable[[], Any] = field(repr=False, default=lambda: None)
     _ray_init: Callable[[], None] = field(repr=False, default=lambda: None)
 
@@ -92,6 +96,7 @@ class StageContext:
         chunks: Sequence[int] | None = None,
         dtype: Any = None,
         progress: str | None = None,
+        block_shape: Sequence[int] | None = None,
     ) -> Path:
         """Write a lazy volume into the run folder, resumably.
 
@@ -124,5 +129,13 @@ class StageContext:
         data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
         if dtype is not None:
             data = data.astype(dtype)
-        store_blocks(data, target, markers=markers, progress=progress or f"{self.name}: {filename}")
+        computed = store_blocks(
+            data, target, markers=markers, progress=progress or f"{self.name}: {filename}", block_shape=block_shape
+        )
+        self.blocks_computed[filename] = computed
         return path
+
+    def resolve(self, path: str) -> Path:
+        """An input path from the job file, relative to the job file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.job_dir / p)

@@ -1,0 +1,102 @@
+"""Ingest: an image stack on disk to a chunked zarr v3 volume, streamed slab by slab."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+
+from pipeline.engine.blocks import store_blocks
+from pipeline.errors import UserError
+from pipeline.io.stacks import StackSource, open_stack
+from pipeline.io.volume import DEFAULT_CHUNKS, as_volume, atomic_dir, check_voxel_size, create_volume_store, provenance
+
+__all__ = ["parse_voxel_size", "stack_volume", "ingest", "slab_shape"]
+
+
+def parse_voxel_size(text: str) -> tuple[float, float, float]:
+    """Parse ``"Z,Y,X"`` (nm) from the command line.
+
+    Raises
+    ------
+    UserError
+        Unless the text is three comma-separated positive numbers.
+    """
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise UserError(f"--voxel-size {text!r} is not valid; expected three positive numbers Z,Y,X in nm, e.g. 10,5,5") from None
+    return check_voxel_size(values, where=f"--voxel-size {text!r}")
+
+
+def slab_shape(shape: Sequence[int], chunks: Sequence[int]) -> tuple[int, int, int]:
+    """Unit of ingest work: one chunk deep in z, the whole slice in y and x."""
+    return (min(int(chunks[0]), int(shape[0])), int(shape[1]), int(shape[2]))
+
+
+def stack_volume(source: StackSource, voxel_size_nm: Sequence[float], *, chunks: Sequence[int] = DEFAULT_CHUNKS) -> xr.DataArray:
+    """Wrap a stack on disk as a lazy volume (dask chunks are z-slabs, read on demand)."""
+    slab = slab_shape(source.shape, chunks)
+    stat = source.path.stat()
+    data = da.from_array(
+        source,
+        chunks=slab,
+        lock=False,
+        asarray=False,
+        fancy=False,
+        meta=np.empty((0, 0, 0), dtype=source.dtype),
+        name=f"stack-{tokenize(str(source.path.resolve()), stat.st_mtime_ns, stat.st_size, source.shape)}",
+    )
+    return as_volume(
+        data,
+        voxel_size_nm,
+        name="image",
+        attrs={"source": str(source.path), "source_kind": source.kind},
+    )
+
+
+def ingest(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    voxel_size_nm: Sequence[float],
+    *,
+    chunks: Sequence[int] = DEFAULT_CHUNKS,
+    overwrite: bool = False,
+    progress: str | None = "ingest",
+) -> Path:
+    """Stream a stack into a new zarr v3 store, atomically.
+
+    Parameters
+    ----------
+    path : path
+        Multi-page TIFF, folder of TIFF/PNG slices, or ``.npy`` file.
+    out : path
+        Destination ``*.zarr`` folder; it appears only once complete.
+    voxel_size_nm : (float, float, float)
+        Voxel size (z, y, x) in nm.
+    chunks : (int, int, int)
+        On-disk chunk shape in voxels.
+    overwrite : bool
+        Replace an existing store.
+    progress : str, optional
+        Progress bar label (None for none).
+
+    Returns
+    -------
+    Path
+        The store written. The input dtype is kept.
+    """
+    voxel_size_nm = check_voxel_size(voxel_size_nm)
+    source = open_stack(path)
+    vol = stack_volume(source, voxel_size_nm, chunks=chunks)
+    vol.attrs["provenance"] = provenance("ingest", {"path": str(path), "voxel_size_nm": list(voxel_size_nm)})
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        target = create_volume_store(tmp, vol, chunks=chunks)
+        store_blocks(vol.data, target, markers=None, progress=progress, block_shape=slab_shape(source.shape, target.chunks))
+    return Path(out)

@@ -1,0 +1,229 @@
+"""Run a job: stages in order, each skipped when its output is up to date, resumable blocks.
+
+``runs/<name>/`` holds one output per stage, ``manifest.json`` and the report.
+A stage whose recorded hash equals its current hash (config, seed, inputs) and
+whose output exists is skipped. A stage that was interrupted keeps its per-block
+done markers, so running the job again finishes it without redoing blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import shutil
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.backend import resolve_backend
+from pipeline.errors import UserError
+from pipeline.jobs.context import StageContext
+from pipeline.jobs.manifest import Manifest, git_commit, machine_info, now, package_versions
+from pipeline.jobs.models import JobSpec, load_job, spec_hash, stage_hash
+from pipeline.jobs.registry import stage_module
+
+__all__ = ["RunResult", "run_job", "stage_seed"]
+
+log = logging.getLogger("porelab.run")
+
+
+@dataclass
+class RunResult:
+    """What a run did: its folder, and which stages ran or were up to date."""
+
+    run_dir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    report: Path | None = None
+
+
+def stage_seed(job_seed: int, stage_name: str) -> int:
+    """Seed of one stage, derived from the job seed and the stage name (stable across runs)."""
+    return int(np.random.SeedSequence([job_seed, zlib.crc32(stage_name.encode())]).generate_state(1)[0])
+
+
+class _Engines:
+    """Engines started on first use and stopped when the run ends."""
+
+    def __init__(self, spec: JobSpec, run_dir: Path, dask_address: str | None, ray_address: str | None) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.dask_address = dask_address or spec.engine.dask.address
+        self.ray_address = ray_address or spec.engine.ray.address
+        self.stack = contextlib.ExitStack()
+        self._client: Any = None
+        self._ray = False
+
+    def dask(self) -> Any:
+        if self._client is None:
+            from pipeline.engine.dask_cluster import dask_client
+
+            d = self.spec.engine.dask
+            self._client = self.stack.enter_context(
+                dask_client(
+                    self.dask_address,
+                    n_workers=d.n_workers,
+                    threads_per_worker=d.threads_per_worker,
+                    memory_limit=d.memory_limit,
+                    local_directory=self.run_dir / ".work" / "dask",
+                )
+            )
+        return self._client
+
+    def ray(self) -> None:
+        if not self._ray:
+            from pipeline.engine.ray_cluster import ray_session
+
+            self.stack.enter_context(ray_session(self.ray_address, num_cpus=self.spec.engine.ray.num_cpus))
+            self._ray = True
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _output_exists(entry: dict[str, Any]) -> bool:
+    out = entry.get("output")
+    return out is None or Path(out).exists()
+
+
+def run_job(
+    job_path: str | Path,
+    *,
+    runs_dir: str | Path = "runs",
+    dask_address: str | None = None,
+    ray_address: str | None = None,
+    fresh: bool = False,
+    report: bool = True,
+) -> RunResult:
+    """Run the job file ``job_path`` into ``runs_dir/<name>/``.
+
+    Parameters
+    ----------
+    job_path : path
+        YAML job file.
+    runs_dir : path
+        Folder that holds run folders.
+    dask_address, ray_address : str, optional
+        Running clusters to use instead of the job's engines or local ones.
+    fresh : bool
+        Delete the run folder first and redo every stage.
+    report : bool
+        Write ``report/index.html`` at the end (when the report package is installed).
+    """
+    job_path = Path(job_path)
+    spec = load_job(job_path)
+    backend = resolve_backend(spec.engine.backend)
+    run_dir = Path(runs_dir) / spec.name
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_dir.resolve()
+
+    digest = spec_hash(spec)
+    old = Manifest.load(run_dir / "manifest.json")
+    if (
+        old is not None
+        and old.data.get("status") == "done"
+        and old.data.get("spec_hash") == digest
+        and all(_output_exists(e) for e in old.data.get("stages", []))
+    ):
+        return RunResult(run_dir, skipped=spec.stage_names(), report=Path(old.data["report"]) if old.data.get("report") else None)
+    manifest = Manifest(
+        run_dir / "manifest.json",
+        {
+            "name": spec.name,
+            "job_file": str(job_path),
+            "spec": spec.model_dump(mode="json"),
+            "spec_hash": digest,
+            "seed": spec.seed,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "machine": machine_info(),
+            "backend": backend,
+            "created": old.data.get("created", now()) if old else now(),
+            "updated": now(),
+            "status": "running",
+            "stages": [],
+        },
+    )
+    manifest.save()
+    result = RunResult(run_dir)
+    engines = _Engines(spec, run_dir, dask_address, ray_address)
+    outputs: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
+    previous: str | None = None
+    try:
+        for cfg in spec.stages:
+            name = cfg.name or cfg.stage
+            source = cfg.input or previous
+            seed = stage_seed(spec.seed, name)
+            digest_stage = stage_hash(cfg, seed, [hashes[source]] if source else [])
+            hashes[name] = digest_stage
+            before = old.stage(name) if old else None
+            if before and before.get("status") == "done" and before.get("hash") == digest_stage and _output_exists(before):
+                manifest.set_stage({**before, "skipped": True})
+                if before.get("output"):
+                    outputs[name] = Path(before["output"])
+                result.skipped.append(name)
+                log.info("stage %s: up to date, skipped", name)
+                previous = name
+                continue
+            ctx = StageContext(
+                run_dir=run_dir,
+                name=name,
+                seed=seed,
+                backend=backend,
+                input=outputs.get(source) if source else None,
+                outputs=dict(outputs),
+                job_hash=digest,
+                stage_hash=digest_stage,
+                chunks=spec.engine.chunks,
+                job_dir=job_path.resolve().parent,
+                _dask_client=engines.dask,
+                _ray_init=engines.ray,
+            )
+            entry: dict[str, Any] = {"name": name, "kind": cfg.stage, "status": "running", "hash": digest_stage,
+                                     "seed": seed, "input": source, "started": now()}
+            manifest.set_stage(entry)
+            print(f"[{spec.name}] {name} ({cfg.stage}) ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            try:
+                out = stage_module(cfg.stage).run(ctx, cfg)
+            except BaseException as exc:
+                entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", seconds=round(time.perf_counter() - t0, 3))
+                manifest.set_stage(entry)
+                raise
+            entry.update(
+                status="done",
+                finished=now(),
+                seconds=round(time.perf_counter() - t0, 3),
+                output=None if out.path is None else str(out.path),
+                metrics=out.metrics,
+                files={k: str(v) for k, v in out.files.items()},
+            )
+            manifest.set_stage(entry)
+            if out.path is not None:
+                outputs[name] = out.path
+            result.ran.append(name)
+            previous = name
+    except BaseException:
+        manifest.data.update(status="failed", updated=now())
+        manifest.save()
+        engines.close()
+        raise
+    engines.close()
+    manifest.data.update(status="done", updated=now())
+    manifest.save()
+    if report and importlib.util.find_spec("pipeline.report") is not None:
+        from pipeline.report import write_report
+
+        result.report = write_report(run_dir)
+        manifest.data["report"] = str(result.report)
+        manifest.save()
+    return result

@@ -1,0 +1,1 @@
+"""Stage adapters: each wires a stage's array functions to the engine for the runner."""
