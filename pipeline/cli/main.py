@@ -53,10 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        # distributed and ray log cluster start/stop at INFO through the root handler.
-        for noisy in ("distributed", "ray", "tornado"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

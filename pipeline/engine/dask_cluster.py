@@ -67,6 +67,10 @@ def dask_client(
     """
     from distributed import Client, LocalCluster
 
+    # distributed logs every start and stop at INFO; keep that for --verbose.
+    noisy = logging.getLogger("distributed")
+    if not log.isEnabledFor(logging.INFO) and noisy.level < logging.ERROR:
+        noisy.setLevel(logging.ERROR)
     if address is not None:
         _check_address(address)
         try:
