@@ -1,0 +1,241 @@
+"""Correct a porelab volume: tilt, curtaining, illumination, drift, ROI crop.
+
+Every step can be switched off and tuned; the defaults work untuned. The
+small statistics (illumination surfaces, drift) are computed out-of-core on
+the active Dask scheduler; the returned volume is lazy (dask). Steps run on
+whole-slice slabs (each step needs whole slices), so the chunked result is
+the in-memory result.
+
+Diagnostics stored in the output attrs (for the report):
+
+* ``drift_px``: (z, 2) ``[dy, dx]`` of each slice relative to slice 0, px
+  (after tilt resampling), the applied correction is ``-(drift_px - drift_reference_px)``;
+* ``drift_measured_px``: (z, 2) the raw least-squares trajectory before smoothing;
+* ``drift_confidence``: (z,) peak-to-sidelobe ratio of each slice's step (0 for slice 0);
+* ``drift_reference_px``: [dy, dx] subtracted (median of the trajectory);
+* ``illumination_relative_range``: (z, 2) min and max of each slice's
+  background divided by its mean (1, 1 means flat);
+* ``illumination_map``: a coarse (at most 16 x 16) map of the mean background / its mean;
+* ``roi_box``: [[z0, z1], [y0, y1], [x0, x1]] cropped from the corrected (tilted) frame;
+* ``tilt``: angle, y scale, whether y was resampled; ``corrections``: the parameters used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from pipeline.correct.destripe import destripe_dask
+from pipeline.correct.drift import apply_shifts_dask, estimate_pairs_dask, smooth_drift, solve_drift
+from pipeline.correct.illumination import (
+    _surface,
+    correct_illumination_dask,
+    estimate_backgrounds_dask,
+    fit_background,
+    poly_terms,
+)
+from pipeline.correct.roi import check_box, valid_box
+from pipeline.correct.tilt import tilt_correct_dask, tilt_scale, tilt_voxel_size
+
+__all__ = ["TiltParams", "DestripeParams", "IlluminationParams", "DriftParams", "RoiParams", "correct_volume", "slab_depth"]
+
+
+@dataclass
+class TiltParams:
+    """Foreshortening: y true size is pixel / sin(angle_deg); ``resample`` stretches y, else only the voxel size changes."""
+
+    enabled: bool = True
+    angle_deg: float = 52.0
+    resample: bool = True
+
+
+@dataclass
+class DestripeParams:
+    """Curtaining removal: ``profile`` (median residue, significance-thresholded) or ``wavelet_fft`` (Muench 2009)."""
+
+    enabled: bool = True
+    method: Literal["profile", "wavelet_fft"] = "profile"
+    width: int = 15
+    threshold: float = 3.0
+    levels: int = 4
+    sigma: float = 2.0
+    wavelet: str = "db4"
+
+    def params(self) -> dict[str, Any]:
+        if self.method == "profile":
+            return {"width": self.width, "threshold": self.threshold}
+        return {"levels": self.levels, "sigma": self.sigma, "wavelet": self.wavelet}
+
+
+@dataclass
+class IlluminationParams:
+    """Background removal: ``poly`` surface of ``degree`` or ``gaussian`` blur; per ``slice`` or ``volume``."""
+
+    enabled: bool = True
+    method: Literal["poly", "gaussian"] = "poly"
+    degree: int = 2
+    sigma_fraction: float = 0.125
+    scope: Literal["slice", "volume"] = "slice"
+    mode: Literal["divide", "subtract"] = "divide"
+
+
+@dataclass
+class DriftParams:
+    """Drift: phase correlation against ``lags`` previous slices, least squares, Savitzky-Golay ``smooth_window``."""
+
+    enabled: bool = True
+    lags: int = 1
+    upsample: int = 50
+    highpass_px: float = 16.0
+    min_confidence: float = 5.0
+    max_step_px: float | None = None
+    smooth_window: int = 5
+
+
+@dataclass
+class RoiParams:
+    """``auto``: largest box with data on every slice after alignment; ``box``: explicit; ``none``: keep all."""
+
+    mode: Literal["auto", "box", "none"] = "auto"
+    box: list[list[int]] | None = None
+
+
+@dataclass
+class _All:
+    tilt: TiltParams = field(default_factory=TiltParams)
+    destripe: DestripeParams = field(default_factory=DestripeParams)
+    illumination: IlluminationParams = field(default_factory=IlluminationParams)
+    drift: DriftParams = field(default_factory=DriftParams)
+    roi: RoiParams = field(default_factory=RoiParams)
+
+
+def slab_depth(shape: tuple[int, ...], slab_mb: float = 32.0) -> int:
+    """Slices per whole-slice slab so a float32 slab is about ``slab_mb`` MB."""
+    per = 4 * int(shape[1]) * int(shape[2])
+    return int(max(1, min(int(shape[0]), slab_mb * 1e6 // max(per, 1))))
+
+
+def _illumination_diagnostics(coefs: np.ndarray, shape: tuple[int, int], degree: int) -> tuple[list[list[float]], list[list[float]]]:
+    small = (min(16, shape[0]), min(16, shape[1]))
+    rng_rows = []
+    mean_map = np.zeros(small)
+    for c in coefs:
+        s = _surface(c, small, np, degree)
+        m = float(s.mean()) or 1.0
+        rng_rows.append([float(s.min() / m), float(s.max() / m)])
+        mean_map += s / m
+    mean_map /= max(len(coefs), 1)
+    return rng_rows, np.round(mean_map, 5).tolist()
+
+
+def correct_volume(
+    vol: xr.DataArray,
+    *,
+    tilt: TiltParams | None = None,
+    destripe: DestripeParams | None = None,
+    illumination: IlluminationParams | None = None,
+    drift: DriftParams | None = None,
+    roi: RoiParams | None = None,
+    output_dtype: Literal["float32", "input"] = "float32",
+    slab_mb: float = 32.0,
+) -> xr.DataArray:
+    """Apply the enabled corrections to a (z, y, x) volume; return a lazy volume with diagnostics.
+
+    Parameters
+    ----------
+    vol : xarray.DataArray
+        Volume with ``voxel_size_nm`` (nm, z, y, x).
+    tilt, destripe, illumination, drift, roi
+        Step parameters (defaults when None).
+    output_dtype : {"float32", "input"}
+        ``input`` rounds and clips back to an integer input dtype.
+    slab_mb : float
+        Size of the whole-slice slabs the steps run on (MB of float32).
+
+    Raises
+    ------
+    ValueError
+        For parameters that do not fit the volume (ROI box, drift too large).
+    """
+    from pipeline.io.volume import as_volume, voxel_size_of
+
+    tilt = tilt or TiltParams()
+    destripe = destripe or DestripeParams()
+    illumination = illumination or IlluminationParams()
+    drift = drift or DriftParams()
+    roi = roi or RoiParams()
+    voxel = list(voxel_size_of(vol))
+    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks="auto")
+    in_dtype = data.dtype
+    attrs: dict[str, Any] = {k: v for k, v in vol.attrs.items() if k not in ("provenance", "voxel_size_nm")}
+    attrs["corrections"] = asdict(_All(tilt, destripe, illumination, drift, roi))
+
+    data = data.astype(np.float32) if data.dtype != np.float32 else data
+    data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
+    if tilt.enabled:
+        ny = data.shape[1]
+        if tilt.resample:
+            data = tilt_correct_dask(data, tilt.angle_deg)
+        voxel = tilt_voxel_size(voxel, ny, tilt.angle_deg, resample=tilt.resample)
+        attrs["tilt"] = {"angle_deg": tilt.angle_deg, "y_scale": tilt_scale(tilt.angle_deg), "resampled": tilt.resample,
+                         "rows_before": ny, "rows_after": int(data.shape[1])}
+        data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
+    if destripe.enabled:
+        data = destripe_dask(data, destripe.method, **destripe.params())
+    if illumination.enabled:
+        coefs = None
+        if illumination.method == "poly":
+            if illumination.scope == "volume":
+                mean_img = np.asarray(data.mean(axis=0).compute())
+                coefs = np.repeat(fit_background(mean_img, illumination.degree)[None], data.shape[0], axis=0)
+            else:
+                coefs = estimate_backgrounds_dask(data, illumination.degree)
+            rr, mp = _illumination_diagnostics(coefs, data.shape[1:], illumination.degree)
+            attrs["illumination_relative_range"] = rr
+            attrs["illumination_map"] = mp
+            attrs["illumination_terms"] = [list(t) for t in poly_terms(illumination.degree)]
+        elif illumination.scope == "volume":
+            raise ValueError("illumination scope 'volume' needs method 'poly'")
+        data = correct_illumination_dask(
+            data,
+            illumination.method,
+            degree=illumination.degree,
+            sigma_fraction=illumination.sigma_fraction,
+            mode=illumination.mode,
+            coefficients=coefs,
+        )
+    shifts = np.zeros((data.shape[0], 2))
+    if drift.enabled and data.shape[0] > 1:
+        pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px)
+        measured, used = solve_drift(pairs, min_confidence=drift.min_confidence, max_step_px=drift.max_step_px)
+        smooth = smooth_drift(measured, drift.smooth_window)
+        reference = np.median(smooth, axis=0)
+        shifts = -(smooth - reference)
+        attrs["drift_px"] = np.round(smooth, 4).tolist()
+        attrs["drift_measured_px"] = np.round(measured, 4).tolist()
+        attrs["drift_confidence"] = [0.0] + [float(round(c, 3)) for c in np.nan_to_num(pairs[1:, 0, 2])]
+        attrs["drift_reference_px"] = [float(v) for v in np.round(reference, 4)]
+        attrs["drift_pairs_used"] = float(np.mean(used[1:, 0])) if len(used) > 1 else 1.0
+        data = apply_shifts_dask(data, shifts)
+    z, ny, nx = data.shape
+    if roi.mode == "auto":
+        (y0, y1), (x0, x1) = valid_box((ny, nx), shifts)
+        box = ((0, z), (y0, y1), (x0, x1))
+    elif roi.mode == "box":
+        if roi.box is None:
+            raise ValueError("ROI mode 'box' needs box [[z0, z1], [y0, y1], [x0, x1]]")
+        box = check_box(roi.box, (z, ny, nx))
+    else:
+        box = ((0, z), (0, ny), (0, nx))
+    data = data[box[0][0] : box[0][1], box[1][0] : box[1][1], box[2][0] : box[2][1]]
+    attrs["roi_box"] = [list(b) for b in box]
+    if output_dtype == "input" and np.dtype(in_dtype).kind in "ui":
+        info = np.iinfo(in_dtype)
+        data = da.clip(da.round(data), info.min, info.max).astype(in_dtype)
+    origin = [float(vol[d].values[0]) if d in vol.coords and vol.sizes[d] else 0.0 for d in ("z", "y", "x")]
+    origin = [origin[0] + box[0][0] * voxel[0], box[1][0] * voxel[1], origin[2] + box[2][0] * voxel[2]]
+    return as_volume(data, voxel, name=str(vol.name or "image"), attrs=attrs, origin_nm=origin)

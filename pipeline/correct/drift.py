@@ -1,0 +1,315 @@
+"""Slice-to-slice drift: sub-pixel phase correlation, robust cumulative estimate, shifting.
+
+Convention: ``drift_px[z] = [dy, dx]`` is where the content of slice ``z``
+sits relative to slice 0, in pixels (+y down, +x right). Correcting moves
+slice ``z`` by ``-(drift_px[z] - reference)``.
+
+Each step (slice ``z`` against ``z - 1``) is measured by phase correlation of
+band-passed, windowed slices with a low-pass weight on the cross-power
+spectrum (noise robust), refined to ``1 / upsample`` pixel by a
+matrix-multiply DFT around the peak (Guizar-Sicairos et al. 2008). Steps
+whose correlation peak is weak (peak-to-sidelobe ratio under
+``min_confidence``) are dropped; real jumps with a clear peak are kept.
+Every slice is compared with several slices before it (``lags``) and the
+cumulative trajectory is the least-squares fit of all those pairs, so the
+errors of single steps (noise, content that changes from slice to slice) do
+not add up as a random walk. The trajectory is then smoothed with a
+Savitzky-Golay filter (keeps slow drift and its curvature, cuts the
+measurement noise).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from pipeline.backend import ndimage_of, to_numpy, xp_of
+
+__all__ = [
+    "phase_correlation",
+    "estimate_steps",
+    "estimate_pairs",
+    "estimate_pairs_dask",
+    "solve_drift",
+    "smooth_drift",
+    "apply_shifts",
+    "apply_shifts_dask",
+    "shift_halo",
+]
+
+
+def _prepare(img: Any, highpass_px: float) -> Any:
+    xp = xp_of(img)
+    ndi = ndimage_of(img)
+    a = img.astype(xp.float64)
+    if highpass_px > 0:
+        a = a - ndi.gaussian_filter(a, highpass_px, mode="reflect")
+    a = a - a.mean()
+    wy = xp.asarray(_window(a.shape[0]))
+    wx = xp.asarray(_window(a.shape[1]))
+    return a * wy[:, None] * wx[None, :]
+
+
+def _window(n: int, alpha: float = 0.3) -> np.ndarray:
+    """Tukey window: flat middle, cosine tapers (a Hann window biases shifts of changing content to 0)."""
+    from scipy.signal.windows import tukey
+
+    return tukey(n, alpha) if n > 2 else np.ones(n)
+
+
+def _spectrum(img: Any, highpass_px: float) -> Any:
+    xp = xp_of(img)
+    return xp.fft.fft2(_prepare(img, highpass_px))
+
+
+def _correlate(fa: Any, fb: Any, *, upsample: int, lowpass: float, whiten: float) -> tuple[float, float, float]:
+    """Peak of the (whitened, low-passed) cross-correlation of two slice spectra."""
+    xp = xp_of(fa)
+    ny, nx = fa.shape
+    cross = fa * xp.conj(fb)
+    if whiten > 0:
+        mag = xp.abs(cross)
+        cross = cross / (mag + 1e-12 * float(mag.max() + 1e-30)) ** whiten
+    ky = xp.fft.fftfreq(ny)[:, None]
+    kx = xp.fft.fftfreq(nx)[None, :]
+    if lowpass > 0:
+        cross = cross * xp.exp(-(ky * ky + kx * kx) / (2 * lowpass * lowpass))
+    corr = xp.fft.ifft2(cross).real
+    flat = int(to_numpy(xp.argmax(corr)))
+    py, px = divmod(flat, nx)
+    peak = float(to_numpy(corr[py, px]))
+    conf = (peak - float(to_numpy(corr.mean()))) / (float(to_numpy(corr.std())) + 1e-30)
+    py = py - ny if py > ny // 2 else py
+    px = px - nx if px > nx // 2 else px
+    if upsample <= 1:
+        return float(py), float(px), conf
+    n = int(math.ceil(1.5 * upsample))
+    offs = (np.arange(n) - n // 2) / upsample
+    pos_y = xp.asarray(py + offs)
+    pos_x = xp.asarray(px + offs)
+    ey = xp.exp(2j * math.pi * pos_y[:, None] * ky[:, 0][None, :])
+    ex = xp.exp(2j * math.pi * kx[0, :][:, None] * pos_x[None, :])
+    fine = (ey @ cross @ ex).real
+    fy, fx = divmod(int(to_numpy(xp.argmax(fine))), n)
+    return float(py + offs[fy]), float(px + offs[fx]), conf
+
+
+def phase_correlation(
+    moving: Any,
+    reference: Any,
+    *,
+    upsample: int = 50,
+    highpass_px: float = 16.0,
+    lowpass: float = 0.15,
+    whiten: float = 0.5,
+) -> tuple[float, float, float]:
+    """Translation of ``moving`` relative to ``reference`` (2D slices) by phase correlation.
+
+    Parameters
+    ----------
+    moving, reference : ndarray (y, x)
+        Same shape; NumPy or CuPy.
+    upsample : int
+        Sub-pixel resolution is ``1 / upsample`` px.
+    highpass_px : float
+        Sigma in px of the gaussian background removed first (0: none).
+    lowpass : float
+        Sigma, in cycles per pixel, of the gaussian weight on the
+        cross-power spectrum (0: none); cuts the noisy high frequencies.
+    whiten : float
+        Exponent of the spectral whitening: the cross-power spectrum is
+        divided by its magnitude to this power (1: classic phase
+        correlation, 0: plain cross-correlation).
+
+    Returns
+    -------
+    dy, dx : float
+        ``moving(y, x) ~ reference(y - dy, x - dx)``, in pixels.
+    confidence : float
+        Peak-to-sidelobe ratio of the correlation surface (higher is surer).
+    """
+    if moving.shape != reference.shape or moving.ndim != 2:
+        raise ValueError(f"phase correlation needs two 2D slices of one shape; got {moving.shape} and {reference.shape}")
+    return _correlate(
+        _spectrum(moving, highpass_px), _spectrum(reference, highpass_px), upsample=upsample, lowpass=lowpass, whiten=whiten
+    )
+
+
+def estimate_pairs(stack: Any, lags: int = 4, *, highpass_px: float = 16.0, **kwargs: Any) -> np.ndarray:
+    """Shifts of every slice against each of the ``lags`` slices before it.
+
+    Parameters
+    ----------
+    stack : ndarray (z, y, x)
+    lags : int
+        Compare slice ``z`` with ``z - 1 ... z - lags``; more lags tie the
+        trajectory together so measurement errors do not add up as a
+        random walk.
+
+    Returns
+    -------
+    ndarray (z, lags, 3) float64
+        ``[z, k - 1] = [dy, dx, confidence]`` of slice ``z`` against
+        ``z - k``; NaN where ``z - k < 0``. Other keywords go to
+        :func:`phase_correlation`.
+    """
+    if getattr(stack, "ndim", None) != 3:
+        raise ValueError(f"expected a 3D (z, y, x) array; got shape {getattr(stack, 'shape', None)}")
+    if lags < 1:
+        raise ValueError(f"lags must be >= 1; got {lags}")
+    z = stack.shape[0]
+    out = np.full((z, lags, 3), np.nan)
+    spectra = [_spectrum(stack[i], highpass_px) for i in range(z)]
+    opts = {"upsample": 50, "lowpass": 0.15, "whiten": 0.5, **kwargs}
+    for i in range(1, z):
+        for k in range(1, min(lags, i) + 1):
+            out[i, k - 1] = _correlate(spectra[i], spectra[i - k], **opts)
+    return out
+
+
+def estimate_steps(stack: Any, **kwargs: Any) -> np.ndarray:
+    """Shifts between consecutive slices: ``(z, 3)`` rows ``[dy, dx, confidence]`` (row 0: zeros, inf)."""
+    pairs = estimate_pairs(stack, 1, **kwargs)[:, 0]
+    pairs[0] = [0.0, 0.0, np.inf]
+    return pairs
+
+
+def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarray:
+    """:func:`estimate_pairs` on a dask stack, slab by slab (whole slices, ``lags`` slices shared)."""
+    arr = arr.rechunk({1: -1, 2: -1})
+    zchunks = list(arr.chunks[0])
+    if min(zchunks) < lags and len(zchunks) > 1:
+        arr = arr.rechunk({0: max(lags, max(zchunks))})
+    nblocks = arr.numblocks[0]
+    ov = da.overlap.overlap(arr, depth={0: lags, 1: 0, 2: 0}, boundary="none")
+
+    def fn(block: Any, block_id: Any = None) -> np.ndarray:
+        i = block_id[0]
+        res = estimate_pairs(block, lags, **kwargs)
+        start = lags if i > 0 else 0
+        stop = block.shape[0] - (lags if i < nblocks - 1 else 0)
+        return res[start:stop]
+
+    res = ov.map_blocks(
+        fn, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2], chunks=(arr.chunks[0], (lags,), (3,))
+    )
+    return np.asarray(res.compute())
+
+
+def solve_drift(pairs: np.ndarray, *, min_confidence: float = 5.0, max_step_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares drift trajectory from multi-lag pair shifts.
+
+    Each reliable pair (confidence >= ``min_confidence``, and length within
+    ``max_step_px`` times the lag when given) says ``d[z] - d[z-k] = s``;
+    the trajectory with ``d[0] = 0`` that fits them best, weighted by
+    confidence, is returned with the mask of pairs used. Slices that no
+    reliable pair reaches keep the drift of the slice before.
+    """
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.linalg import spsolve
+
+    pairs = np.asarray(pairs, dtype=np.float64)
+    if pairs.ndim != 3 or pairs.shape[2] != 3:
+        raise ValueError(f"pairs must have shape (z, lags, 3); got {pairs.shape}")
+    z, lags, _ = pairs.shape
+    conf = np.nan_to_num(pairs[..., 2], nan=-np.inf)
+    ok = conf >= min_confidence
+    if max_step_px is not None:
+        ok &= np.hypot(pairs[..., 0], pairs[..., 1]) <= max_step_px * (np.arange(1, lags + 1)[None, :])
+    if z == 1:
+        return np.zeros((1, 2)), ok
+    rows, cols, vals, rhs, w = [], [], [], [], []
+    r = 0
+    for i in range(1, z):
+        for k in range(1, lags + 1):
+            if i - k < 0 or not ok[i, k - 1]:
+                continue
+            rows += [r, r]
+            cols += [i, i - k]
+            vals += [1.0, -1.0]
+            rhs.append(pairs[i, k - 1, :2])
+            w.append(min(conf[i, k - 1], 100.0) / k)
+            r += 1
+    # d[0] = 0 and a tiny pull of each step towards 0, so unreached slices stay put
+    eps = 1e-6
+    rows += [r]
+    cols += [0]
+    vals += [1.0]
+    rhs.append(np.zeros(2))
+    w.append(1e3)
+    r += 1
+    for i in range(1, z):
+        rows += [r, r]
+        cols += [i, i - 1]
+        vals += [1.0, -1.0]
+        rhs.append(np.zeros(2))
+        w.append(eps)
+        r += 1
+    a = coo_matrix((vals, (rows, cols)), shape=(r, z)).tocsr()
+    wd = diags(np.asarray(w))
+    normal = (a.T @ wd @ a).tocsc()
+    b = a.T @ (np.asarray(w)[:, None] * np.asarray(rhs))
+    d = np.column_stack([spsolve(normal, b[:, j]) for j in range(2)])
+    return d - d[0], ok
+
+
+def smooth_drift(drift: np.ndarray, window: int = 5) -> np.ndarray:
+    """Savitzky-Golay smoothing (order 2, ``window`` slices, odd) of a (z, 2) trajectory; < 3 is off."""
+    drift = np.asarray(drift, dtype=np.float64)
+    z = len(drift)
+    if window < 3 or z < 3:
+        return drift.copy()
+    from scipy.signal import savgol_filter
+
+    w = min(int(window) | 1, z if z % 2 else z - 1)
+    if w < 3:
+        return drift.copy()
+    out = savgol_filter(drift, w, 2, axis=0, mode="interp")
+    return out - out[0]
+
+
+def shift_halo(shifts: np.ndarray) -> int:
+    """Halo in px that linear shifting by ``shifts`` (z, 2) reads around a block."""
+    return int(math.ceil(float(np.abs(shifts).max(initial=0.0)) + 1e-9)) + 1
+
+
+def apply_shifts(stack: Any, shifts: np.ndarray, *, cval: float = 0.0) -> Any:
+    """Move slice ``z`` by ``shifts[z] = [sy, sx]`` px with linear interpolation.
+
+    ``out[z, y, x] = stack[z, y - sy, x - sx]``; samples from outside the
+    slice read ``cval``. Returns float32 (float64 stays float64).
+    """
+    if getattr(stack, "ndim", None) != 3 or len(shifts) != stack.shape[0]:
+        raise ValueError(f"need a (z, y, x) stack and one shift per slice; got {getattr(stack, 'shape', None)} and {len(shifts)}")
+    xp = xp_of(stack)
+    ndi = ndimage_of(stack)
+    img = stack if stack.dtype in (np.float32, np.float64) else stack.astype(xp.float32)
+    out = xp.empty_like(img)
+    for z in range(img.shape[0]):
+        sy, sx = (float(v) for v in shifts[z])
+        if sy == 0.0 and sx == 0.0:
+            out[z] = img[z]
+        else:
+            out[z] = ndi.shift(img[z], (sy, sx), order=1, mode="constant", cval=cval, prefilter=False)
+    return out
+
+
+def apply_shifts_dask(arr: da.Array, shifts: np.ndarray, *, cval: float = 0.0) -> da.Array:
+    """:func:`apply_shifts` on a dask stack with the exact (y, x) halo the largest shift needs."""
+    shifts = np.asarray(shifts, dtype=np.float64)
+    h = shift_halo(shifts)
+    dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+
+    def fn(block: Any, block_info: Any = None) -> Any:
+        z0, z1 = block_info[0]["array-location"][0] if block_info else (0, block.shape[0])
+        return apply_shifts(block, shifts[z0:z1], cval=cval)
+
+    hy = min(h, arr.shape[1])
+    hx = min(h, arr.shape[2])
+    from pipeline.preprocess.denoise import _ensure_min_chunks
+
+    arr = _ensure_min_chunks(arr, (0, hy, hx))
+    return da.map_overlap(fn, arr, depth={0: 0, 1: hy, 2: hx}, boundary="none", trim=True, dtype=dtype)
