@@ -11,6 +11,7 @@ from typing import Any
 
 import psutil
 
+from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
 __all__ = ["dask_client", "default_workers"]
@@ -73,6 +74,9 @@ def dask_client(
         noisy.setLevel(logging.ERROR)
     if address is not None:
         _check_address(address)
+        host_port = split_address(address)
+        if host_port is not None and not tcp_reachable(*host_port):
+            raise UserError(f"no Dask scheduler answered at {address} (connection refused or timed out)")
         try:
             client = Client(address, timeout=timeout_s)
         except (OSError, TimeoutError) as exc:

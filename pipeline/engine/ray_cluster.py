@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
 __all__ = ["ray_session", "default_temp_dir"]
@@ -76,6 +77,9 @@ def ray_session(
         yield
         return
     if address is not None:
+        host_port = split_address(address)
+        if address != "auto" and (host_port is None or not tcp_reachable(*host_port)):
+            raise UserError(f"no Ray cluster answered at {address}; expected HOST:PORT of a running Ray head")
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:

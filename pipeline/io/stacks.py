@@ -8,6 +8,7 @@ through. It behaves like a read-only array (``shape``, ``dtype``, ``ndim``,
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -134,9 +135,23 @@ def _read_slice(path: Path, shape: Sequence[int], dtype: np.dtype) -> np.ndarray
     return img
 
 
+class _LogErrors(logging.Handler):
+    """Collects the errors tifffile logs (it logs, not raises, on a broken page chain)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _open_tiff(path: Path) -> StackSource:
     import tifffile
 
+    tiff_log = logging.getLogger("tifffile")
+    errors = _LogErrors()
+    tiff_log.addHandler(errors)
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
@@ -158,10 +173,14 @@ def _open_tiff(path: Path) -> StackSource:
                 )
             if offset is None:
                 series.pages[n_pages - 1].asarray()
+            if errors.messages:
+                raise UserError(f"{path}: is damaged or truncated (tifffile: {errors.messages[0].split('> ', 1)[-1]})")
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: cannot be read as a TIFF stack ({exc.__class__.__name__}: {exc})") from None
+    finally:
+        tiff_log.removeHandler(errors)
     return StackSource(path, "tiff", shape, _check_dtype(dtype, path), _offset=offset)  # type: ignore[arg-type]
 
 

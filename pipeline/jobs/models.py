@@ -125,8 +125,11 @@ def _format_error(path: Path, err: ValidationError) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "is not a known key"
-    elif first["type"] == "union_tag_invalid":
-        msg = f"stage kind {first['input'].get('stage')!r} is unknown; expected one of {', '.join(STAGE_MODULES)}"
+    elif first["type"] == "union_tag_invalid" or (first["type"] == "literal_error" and first["loc"][-1] == "stage"):
+        kind = first["input"].get("stage") if isinstance(first["input"], dict) else first["input"]
+        msg = f"stage kind {kind!r} is unknown; expected one of {', '.join(STAGE_MODULES)}"
+        first = {**first, "type": "union_tag_invalid"}
+        loc = loc.removesuffix(".stage")
     given = "" if first["type"] in ("missing", "extra_forbidden", "union_tag_invalid") else f" (got {first.get('input')!r})"
     more = len(err.errors()) - 1
     tail = f"; {more} more problem{'s' if more > 1 else ''} after this one" if more else ""
