@@ -1,0 +1,103 @@
+"""Ingest throughput against tifffile reading the same file, and peak memory.
+
+Writes a uint16 multi-page TIFF of ``--size-gb`` (default 2) into bench-data/,
+then, each in a fresh process so peak RSS is its own:
+
+* baseline: tifffile reads every page in order (the raw sequential read);
+* porelab: ``porelab ingest`` of the same file to a zarr v3 store.
+
+Prints MB/s of each, their ratio (goal >= 0.7) and the peak RSS of each
+(goal < 1 GB for ingest). Run: ``.venv/bin/python benchmarks/ingest.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+RAW = """
+import resource, sys, time, tifffile
+t = time.perf_counter(); n = 0
+with tifffile.TiffFile(sys.argv[1]) as tif:
+    for page in tif.pages:
+        n += page.asarray().nbytes
+dt = time.perf_counter() - t
+print({"bytes": n, "seconds": dt, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+"""
+
+INGEST = """
+import resource, sys, time
+from pipeline.io.ingest import ingest
+t = time.perf_counter()
+ingest(sys.argv[1], sys.argv[2], (10, 5, 5), overwrite=True, progress=None)
+dt = time.perf_counter() - t
+print({"seconds": dt, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+"""
+
+
+def make_tiff(path: Path, size_gb: float) -> int:
+    import tifffile
+
+    ny, nx = 1024, 1024
+    nz = int(size_gb * 1e9 / (ny * nx * 2))
+    if path.exists() and path.stat().st_size >= nz * ny * nx * 2:
+        return nz * ny * nx * 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    base = (20000 + 15000 * np.sin(xx / 37.0) * np.cos(yy / 53.0)).astype(np.float32)
+
+    def slices():
+        for z in range(nz):
+            noise = rng.normal(0, 800, (ny, nx)).astype(np.float32)
+            yield np.clip(base + noise + 30 * z, 0, 65535).astype(np.uint16)
+
+    tifffile.imwrite(path, slices(), shape=(nz, ny, nx), dtype=np.uint16)
+    return nz * ny * nx * 2
+
+
+def run(code: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, cwd=REPO)
+    return eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 - our own subprocess's dict literal
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-gb", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    data = REPO / "bench-data"
+    tif = data / f"stack-{args.size_gb:g}GB.tif"
+    nbytes = make_tiff(tif, args.size_gb)
+    store = data / "stack.zarr"
+    raw, ing = [], []
+    for _ in range(args.repeat):
+        raw.append(run(RAW, str(tif)))
+        ing.append(run(INGEST, str(tif), str(store)))
+    raw_best = min(r["seconds"] for r in raw)
+    ing_best = min(r["seconds"] for r in ing)
+    stored = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    result = {
+        "file_gb": round(nbytes / 1e9, 3),
+        "baseline_tifffile_MBps": round(nbytes / raw_best / 1e6, 1),
+        "porelab_ingest_MBps": round(nbytes / ing_best / 1e6, 1),
+        "ratio_ingest_over_tifffile": round(raw_best / ing_best, 3),
+        "peak_rss_MB_tifffile": round(max(r["peak_rss"] for r in raw) / 1e6, 1),
+        "peak_rss_MB_ingest": round(max(r["peak_rss"] for r in ing) / 1e6, 1),
+        "store_compression_ratio": round(nbytes / stored, 2),
+    }
+    print(json.dumps(result, indent=2))
+    shutil.rmtree(store, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
