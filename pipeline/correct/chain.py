@@ -55,20 +55,15 @@ class TiltParams:
 
 @dataclass
 class DestripeParams:
-    """Curtaining removal: ``profile`` (median residue, significance-thresholded) or ``wavelet_fft`` (Muench 2009)."""
+    """Curtaining removal: ``profile`` (median residue across x, significance-thresholded column profile)."""
 
     enabled: bool = True
-    method: Literal["profile", "wavelet_fft"] = "profile"
+    method: Literal["profile"] = "profile"
     width: int = 15
     threshold: float = 3.0
-    levels: int = 4
-    sigma: float = 2.0
-    wavelet: str = "db4"
 
     def params(self) -> dict[str, Any]:
-        if self.method == "profile":
-            return {"width": self.width, "threshold": self.threshold}
-        return {"levels": self.levels, "sigma": self.sigma, "wavelet": self.wavelet}
+        return {"width": self.width, "threshold": self.threshold}
 
 
 @dataclass

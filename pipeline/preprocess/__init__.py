@@ -5,7 +5,7 @@ with exact halos; :func:`pipeline.preprocess.chain.preprocess_volume` chains
 them lazily on a porelab volume.
 """
 
-from pipeline.preprocess.denoise import bilateral, denoise, denoise_dask, gaussian, halo_depth, median
+from pipeline.preprocess.denoise import bilateral, denoise, denoise_dask, gaussian, halo_depth
 from pipeline.preprocess.median import median3x3, median3x3x3, median_filter
 from pipeline.preprocess.normalize import normalize, normalize_dask, robust_range
 
@@ -15,7 +15,6 @@ __all__ = [
     "denoise_dask",
     "gaussian",
     "halo_depth",
-    "median",
     "median3x3",
     "median3x3x3",
     "median_filter",
