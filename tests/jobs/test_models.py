@@ -50,7 +50,7 @@ def test_valid_job(tmp_path: Path) -> None:
         (_with(stages=[{"stage": "teleport"}]), ["teleport", "unknown", "ingest"]),
         (_with(stages=[{"stage": "ingest", "path": "s.tif", "voxel_size_nm": [0, 1, 1]}]), ["stages[1]", "voxel_size_nm"]),
         (_with(stages=[{"stage": "ingest", "path": "s.tif", "voxel_size_nm": [1, 1, 1], "extra": 1}]), ["stages[1]", "extra"]),
-        (_with(stages=[{"stage": "ingest", "path": "s.tif"}]), ["voxel_size_nm", "required"]),
+        (_with(stages=[{"stage": "ingest", "path": "s.tif", "sample": -1}]), ["sample", "-1"]),
         (_with(engine={"dask": {"memory_limit": "lots"}}), ["memory_limit", "lots"]),
         (_with(engine={"backend": "opencl"}), ["backend", "opencl"]),
         (

@@ -93,3 +93,30 @@ def test_stage_seeds_differ_and_are_stable() -> None:
     assert stage_seed(0, "a") == stage_seed(0, "a")
     assert stage_seed(0, "a") != stage_seed(0, "b")
     assert stage_seed(0, "a") != stage_seed(1, "a")
+
+
+def test_ingest_stage_reads_a_store_sample(tmp_path: Path) -> None:
+    import dask.array as da
+    import xarray as xr
+
+    labels = (np.random.default_rng(3).random((3, 6, 10, 12)) > 0.5).astype(np.uint8)
+    ds = xr.Dataset(
+        {"labels": (("sample", "z", "y", "x"), da.from_array(labels, chunks=(1, 6, 10, 12)))},
+        attrs={"voxel_size_nm": [4.0, 4.0, 4.0]},
+    )
+    ds.to_zarr(tmp_path / "ds.zarr", zarr_format=3, consolidated=False)
+    job = {
+        "name": "fromstore",
+        "engine": {"dask": {"n_workers": 1}},
+        "stages": [
+            {"stage": "ingest", "name": "truth", "path": "ds.zarr", "variable": "labels", "sample": 2},
+            {"stage": "ingest", "name": "bad", "path": "ds.zarr", "variable": "labels"},
+        ],
+    }
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    with pytest.raises(Exception, match="holds 3 samples; set sample"):
+        run_job(tmp_path / "job.yaml", runs_dir=tmp_path / "runs", report=False)
+    vol = open_volume(tmp_path / "runs" / "fromstore" / "truth.zarr")
+    np.testing.assert_array_equal(vol.values, labels[2])
+    assert vol.attrs["voxel_size_nm"] == [4.0, 4.0, 4.0] and vol.attrs["source_sample"] == 2
+    assert vol.name == "labels"

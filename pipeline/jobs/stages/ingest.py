@@ -7,7 +7,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from pipeline.io.ingest import slab_shape, stack_volume
+from pipeline.errors import UserError
 from pipeline.io.stacks import open_stack
+from pipeline.io.stores import is_zarr_store, volume_from_store
+from pipeline.io.volume import voxel_size_of
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 
@@ -15,38 +18,48 @@ __all__ = ["Config", "run"]
 
 
 class Config(StageConfig):
-    """Read a multi-page TIFF, a folder of TIFF/PNG slices or a .npy stack."""
+    """Read a multi-page TIFF, a folder of TIFF/PNG slices, a .npy stack, or a porelab zarr store.
+
+    From a zarr store (a volume, or one sample of a synthetic dataset) the
+    voxel size recorded in the store is used unless ``voxel_size_nm`` is set.
+    """
 
     stage: Literal["ingest"] = "ingest"
-    path: str = Field(description="Stack to read; relative paths are read from the job file's folder.")
-    voxel_size_nm: tuple[float, float, float] = Field(description="Voxel size Z, Y, X in nm.")
+    path: str = Field(description="Stack or store to read; relative paths are read from the job file's folder.")
+    voxel_size_nm: tuple[float, float, float] | None = Field(
+        default=None, description="Voxel size Z, Y, X in nm (required for image stacks)."
+    )
+    variable: str = Field(default="image", description="Variable to read from a zarr store (image, labels...).")
+    sample: int | None = Field(default=None, ge=0, description="Sample index when the store is a dataset.")
 
     @field_validator("voxel_size_nm")
     @classmethod
-    def _positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if not all(x > 0 for x in v):
+    def _positive(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and not all(x > 0 for x in v):
             raise ValueError("every voxel size must be greater than 0 nm")
         return v
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
     """Stream the stack into ``<name>.zarr`` with per-slab done markers."""
-    voxel = cfg.voxel_size_nm
-    source = open_stack(ctx.resolve(cfg.path))
-    vol = stack_volume(source, voxel, chunks=ctx.chunks)
-    out = ctx.write_volume(
-        vol,
-        f"{ctx.name}.zarr",
-        params=cfg.model_dump(mode="json"),
-        block_shape=slab_shape(source.shape, ctx.chunks),
-    )
+    path = ctx.resolve(cfg.path)
+    if is_zarr_store(path):
+        vol = volume_from_store(path, variable=cfg.variable, sample=cfg.sample, voxel_size_nm=cfg.voxel_size_nm)
+        block_shape = None
+    else:
+        if cfg.voxel_size_nm is None:
+            raise UserError(f"stage {ctx.name!r}: voxel_size_nm is required to read the image stack {path}")
+        source = open_stack(path)
+        vol = stack_volume(source, cfg.voxel_size_nm, chunks=ctx.chunks)
+        block_shape = slab_shape(source.shape, ctx.chunks)
+    out = ctx.write_volume(vol, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), block_shape=block_shape)
     return StageOutput(
         path=out,
         metrics={
-            "shape": list(source.shape),
-            "dtype": str(source.dtype),
-            "voxel_size_nm": list(voxel),
-            "megabytes": round(source.nbytes / 1e6, 3),
+            "shape": list(vol.shape),
+            "dtype": str(vol.dtype),
+            "voxel_size_nm": list(voxel_size_of(vol)),
+            "megabytes": round(vol.nbytes / 1e6, 3),
             "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0),
         },
     )
