@@ -25,6 +25,8 @@ COMMANDS: list[str] = [
     "validate",
     "schema",
     "run",
+    "correct",
+    "preprocess",
 ]
 
 
