@@ -27,6 +27,7 @@ COMMANDS: list[str] = [
     "run",
     "correct",
     "preprocess",
+    "synth",
 ]
 
 

@@ -16,6 +16,8 @@ __all__ = ["STAGE_MODULES", "stage_module"]
 #: kind -> adapter module, in the order stages usually run.
 STAGE_MODULES: dict[str, str] = {
     "ingest": "pipeline.jobs.stages.ingest",
+    "synth": "pipeline.jobs.stages.synth",
+    "render": "pipeline.jobs.stages.render",
     "correct": "pipeline.jobs.stages.correct",
     "preprocess": "pipeline.jobs.stages.preprocess",
 }

@@ -26,7 +26,7 @@ from pipeline.synth import dataset as dstore
 from pipeline.synth.params import DEFAULT_RENDER_RANGES, assign_splits, draw_params, draw_value, jsonable, pick_family, sample_rng, sample_seeds
 from pipeline.synth.pool import Executor, fan_out
 
-__all__ = ["DEFAULT_STRUCTURE_RANGES", "plan_samples", "make_sample", "build_dataset", "partial_path"]
+__all__ = ["DEFAULT_STRUCTURE_RANGES", "plan_samples", "plan_renders", "make_sample", "build_dataset", "partial_path"]
 
 #: Structure parameters drawn per sample (numbers are fixed, pairs are ranges).
 DEFAULT_STRUCTURE_RANGES: dict[str, float | tuple[float, float]] = {
@@ -97,6 +97,44 @@ def plan_samples(
                 "seed": r_seed,
             }
         plans.append(jsonable(plan))
+    return plans
+
+
+def plan_renders(
+    source: str | os.PathLike[str],
+    *,
+    seed: int,
+    render: Mapping[str, Any],
+    render_ranges: Mapping[str, float | Sequence[float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Plans that render the structures of a finished dataset ``source`` anew.
+
+    Each sample keeps its structure (labels, spheres, structure record) and
+    gets renderer parameters drawn from ``render_ranges`` with ``seed``.
+    """
+    import zarr
+
+    from pipeline.errors import UserError
+
+    src = Path(source)
+    try:
+        root = zarr.open_group(src, mode="r")
+        n, z, y, x = root["labels"].shape
+        vs = [float(v) for v in root.attrs["voxel_size_nm"]]
+    except Exception as exc:  # noqa: BLE001 - anything else is not a dataset
+        raise UserError(f"{src}: is not a synthetic dataset with labels (sample, z, y, x) ({exc})") from None
+    if not root.attrs.get("complete"):
+        raise UserError(f"{src}: is an unfinished dataset; finish building it first")
+    rranges = dict(DEFAULT_RENDER_RANGES if render_ranges is None else render_ranges)
+    plans = []
+    for i in range(int(n)):
+        _, r_seed = sample_seeds(seed, i)
+        plans.append(jsonable({
+            "index": i,
+            "shape": [int(z), int(y), int(x)],
+            "voxel_size_nm": vs,
+            "render": {**dict(render), "params": draw_params(rranges, sample_rng(seed, i, 1)), "seed": r_seed},
+        }))
     return plans
 
 

@@ -58,7 +58,7 @@ def psd_figure(path: str | os.PathLike[str], *, max_samples: int = 2) -> dict[st
     labels0 = np.asarray(root["labels"][0])
     pore = labels0 == 1
     if pore.any() and (~pore).any():
-        lt = local_thickness(pore, vs)
+        lt = local_thickness(pore, vs, correct_discretisation=True)
         vals = lt[pore]
         fit = fit_lognormal(vals)
         stats["pore_size_sample0"] = fit.as_dict()

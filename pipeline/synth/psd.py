@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LogNormalFit", "local_thickness", "fit_lognormal", "sphere_phase_fit", "plot_psd"]
+#: Mean amount (voxels) by which twice the largest distance-transform value of a
+#: digitised ball falls short of its diameter, for balls of radius 5-10 voxels
+#: with random sub-voxel centres (measured: 0.86-0.89; 0.57 at radius 3).
+DISCRETISATION_BIAS_VOXELS = 0.9
+
+__all__ = ["DISCRETISATION_BIAS_VOXELS", "LogNormalFit", "local_thickness", "fit_lognormal", "sphere_phase_fit", "plot_psd"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,13 @@ class LogNormalFit:
         return {k: (int(v) if k == "n" else float(v)) for k, v in asdict(self).items()}
 
 
-def local_thickness(mask: np.ndarray, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0), *, n_radii: int = 40) -> np.ndarray:
+def local_thickness(
+    mask: np.ndarray,
+    voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0),
+    *,
+    n_radii: int = 40,
+    correct_discretisation: bool = False,
+) -> np.ndarray:
     """Local thickness (diameter in nm) of every True voxel of ``mask``.
 
     Parameters
@@ -88,6 +99,8 @@ def local_thickness(mask: np.ndarray, voxel_size_nm: Sequence[float] = (1.0, 1.0
         out[new] = 2.0 * r
     # voxels thinner than the smallest radius
     out[m & (out == 0)] = 2.0 * rmin
+    if correct_discretisation:
+        out[m] += DISCRETISATION_BIAS_VOXELS * rmin
     return out
 
 
@@ -133,7 +146,7 @@ def sphere_phase_fit(
         Its ``number_median_nm`` and ``sigma`` estimate the generator's inputs.
     """
     mask = np.asarray(labels) == sphere_phase
-    lt = local_thickness(mask, voxel_size_nm)
+    lt = local_thickness(mask, voxel_size_nm, correct_discretisation=True)
     inner = tuple(
         slice(min(int(math.ceil(margin_nm / v)), (n - 1) // 2), n - min(int(math.ceil(margin_nm / v)), (n - 1) // 2))
         for v, n in zip(voxel_size_nm, mask.shape)

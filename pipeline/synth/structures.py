@@ -221,6 +221,11 @@ def random_spheres(
     rng = np.random.default_rng(seed)
     extent = np.asarray(shp, dtype=np.float64) * np.asarray(vs)
     max_nm = 0.5 * float(extent.min())
+    if median_nm > max_nm:
+        raise ValueError(
+            f"median diameter {median_nm} nm is larger than half the volume's smallest side ({max_nm} nm); "
+            "use a larger shape or smaller spheres"
+        )
     sphere_value = 0 if phase == "solid" else 1
     # fraction of the volume the spheres must cover
     target_cover = (1.0 - porosity) if phase == "solid" else porosity
