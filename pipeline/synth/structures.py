@@ -138,14 +138,15 @@ class _Stamper:
         self.value = np.uint8(value)
         self.count = int(np.count_nonzero(labels == value))
 
-    def stamp(self, center_nm: np.ndarray, diameter_nm: float) -> None:
+    def stamp(self, center_nm: np.ndarray, diameter_nm: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Stamp one sphere; return (box view, newly set voxels) so it can be undone."""
         shape = self.labels.shape
         c = center_nm / self.vs  # voxel units
         r = 0.5 * diameter_nm / self.vs
         lo = np.maximum(np.ceil(c - r).astype(int), 0)
         hi = np.minimum(np.floor(c + r).astype(int) + 1, shape)
         if np.any(hi <= lo):
-            return
+            return None
         zz = ((np.arange(lo[0], hi[0]) - c[0]) / r[0]) ** 2
         yy = ((np.arange(lo[1], hi[1]) - c[1]) / r[1]) ** 2
         xx = ((np.arange(lo[2], hi[2]) - c[2]) / r[2]) ** 2
@@ -154,6 +155,15 @@ class _Stamper:
         new = inside & (box != self.value)
         self.count += int(np.count_nonzero(new))
         box[new] = self.value
+        return box, new
+
+    def undo(self, stamped: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Revert a :meth:`stamp`."""
+        if stamped is None:
+            return
+        box, new = stamped
+        box[new] = 1 - self.value
+        self.count -= int(np.count_nonzero(new))
 
 
 def _mean_sphere_volume_vox(median_nm: float, sigma: float, vs: tuple[float, float, float]) -> float:
@@ -181,7 +191,9 @@ def random_spheres(
     are added in batches sized by the Boolean-model estimate
     ``n = -ln(f_now / f_target) * V / E[v]`` and one at a time near the end,
     stopping at the first sphere that brings the porosity within
-    ``tolerance`` of the target or past it.
+    ``tolerance`` of the target. A sphere that would overshoot the target by
+    more than ``tolerance`` is not placed (another is drawn); this matters
+    only in volumes a few spheres across.
 
     Parameters
     ----------
@@ -191,7 +203,8 @@ def random_spheres(
         Target pore fraction in (0, 1).
     median_nm, sigma : float
         Log-normal diameter distribution: median in nm, sigma of ln(d).
-        Diameters are truncated at half the smallest side of the volume.
+        Diameters are truncated at the smallest side of the volume; the median
+        must not exceed half of it.
     voxel_size_nm : (float, float, float)
         Voxel size z, y, x in nm (anisotropic voxels give ellipsoids in voxel
         space, spheres in nm).
@@ -220,10 +233,10 @@ def random_spheres(
         raise ValueError(f"phase must be 'solid' or 'pore'; got {phase!r}")
     rng = np.random.default_rng(seed)
     extent = np.asarray(shp, dtype=np.float64) * np.asarray(vs)
-    max_nm = 0.5 * float(extent.min())
-    if median_nm > max_nm:
+    max_nm = float(extent.min())
+    if median_nm > 0.5 * max_nm:
         raise ValueError(
-            f"median diameter {median_nm} nm is larger than half the volume's smallest side ({max_nm} nm); "
+            f"median diameter {median_nm} nm is larger than half the volume's smallest side ({0.5 * max_nm} nm); "
             "use a larger shape or smaller spheres"
         )
     sphere_value = 0 if phase == "solid" else 1
@@ -240,6 +253,7 @@ def random_spheres(
     grow = float(np.prod(span) / np.prod(extent))
     placed: list[np.ndarray] = []
     total = 0
+    rejected = 0
     while True:
         cover = stamper.count / n_vox
         if cover >= target_cover - tolerance:
@@ -251,12 +265,20 @@ def random_spheres(
         d = lognormal_diameters(rng, batch, median_nm, sigma, max_nm=max_nm)
         centers = lo + rng.random((batch, 3)) * span
         used = batch
+        keep = np.ones(batch, dtype=bool)
         for j in range(batch):
-            stamper.stamp(centers[j], float(d[j]))
-            if stamper.count / n_vox >= target_cover - tolerance:
+            stamped = stamper.stamp(centers[j], float(d[j]))
+            cover = stamper.count / n_vox
+            if cover > target_cover + tolerance and rejected < 200:
+                # this sphere would overshoot the target: draw another one instead
+                stamper.undo(stamped)
+                keep[j] = False
+                rejected += 1
+            if cover >= target_cover - tolerance and keep[j]:
                 used = j + 1
                 break
-        placed.append(np.column_stack([centers[:used], d[:used]]))
+        keep = keep[:used]
+        placed.append(np.column_stack([centers[:used], d[:used]])[keep])
         total += used
     spheres = np.concatenate(placed) if placed else np.zeros((0, 4))
     struct = Structure(
