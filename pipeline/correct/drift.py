@@ -62,7 +62,7 @@ def _window(n: int, alpha: float = 0.3) -> np.ndarray:
 
 def _spectrum(img: Any, highpass_px: float) -> Any:
     xp = xp_of(img)
-    return xp.fft.fft2(_prepare(img, highpass_px))
+    return xp.fft.fft2(_prepare(img, highpass_px)).astype(xp.complex64)
 
 
 def _correlate(fa: Any, fb: Any, *, upsample: int, lowpass: float, whiten: float) -> tuple[float, float, float]:
@@ -162,11 +162,13 @@ def estimate_pairs(stack: Any, lags: int = 4, *, highpass_px: float = 16.0, **kw
         raise ValueError(f"lags must be >= 1; got {lags}")
     z = stack.shape[0]
     out = np.full((z, lags, 3), np.nan)
-    spectra = [_spectrum(stack[i], highpass_px) for i in range(z)]
     opts = {"upsample": 50, "lowpass": 0.15, "whiten": 0.5, **kwargs}
-    for i in range(1, z):
+    window: dict[int, Any] = {}  # only the last lags + 1 spectra are held
+    for i in range(z):
+        window[i] = _spectrum(stack[i], highpass_px)
+        window.pop(i - lags - 1, None)
         for k in range(1, min(lags, i) + 1):
-            out[i, k - 1] = _correlate(spectra[i], spectra[i - k], **opts)
+            out[i, k - 1] = _correlate(window[i], window[i - k], **opts)
     return out
 
 
