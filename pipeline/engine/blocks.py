@@ -92,7 +92,8 @@ def store_blocks(
     progress : str, optional
         Label of a progress bar over blocks.
     max_in_flight : int, optional
-        Blocks computed at once; bounds memory. Default: twice the worker threads.
+        Blocks computed at once; bounds memory. Default: one per worker thread
+        plus half as many queued, so workers never wait and memory stays bounded.
     block_shape : sequence of int, optional
         Shape of one unit of work: whole multiples of the target's chunks
         (an edge may be the full extent). Default: one chunk.
@@ -126,7 +127,7 @@ def store_blocks(
     client = _active_client()
     if max_in_flight is None:
         threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
-        max_in_flight = max(2, 2 * threads)
+        max_in_flight = max(2, threads + max(1, threads // 2))
     tasks = [
         dask.delayed(_write_block)(
             data.blocks[index],

@@ -27,7 +27,7 @@ def test_ingest_stack_four_times_worker_memory(tmp_path: Path) -> None:
     assert (tmp_path / "big.npy").stat().st_size >= 4 * LIMIT
 
     peak = {"rss": 0}
-    with dask_client(n_workers=1, threads_per_worker=2, memory_limit=LIMIT, local_directory=tmp_path / "dask") as client:
+    with dask_client(n_workers=1, threads_per_worker=1, memory_limit=LIMIT, local_directory=tmp_path / "dask") as client:
         pids = list(client.run(os.getpid).values())
         procs = [psutil.Process(pid) for pid in pids]
         stop = threading.Event()
