@@ -104,14 +104,21 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise UserError(f"--workers {args.workers} is not valid; expected 0 or more")
     families = dict(args.family or [("solid_spheres", 1.0)])
+    from pipeline.synth.structures import FAMILIES
+
+    for name in families:
+        if name not in FAMILIES:
+            raise UserError(f"--family {name} is unknown; expected one of {', '.join(FAMILIES)}")
     try:
         structure = StructureSpec(families=families, porosity=args.porosity, median_nm=args.median_nm, sigma=args.sigma)
         render = None if args.renderer == "none" else RenderSpec(
             backend=args.renderer, params=dict(args.render_param), samples=args.blender_samples)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "value"
-        raise UserError(f"{where}: {first['msg']}") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        option = {"params": "--render-param", "families": "--family", "samples": "--blender-samples"}
+        where = option.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else ""
+        raise UserError(f"{where}: {msg}" if where else msg) from None
     if render is not None and render.backend == "blender":
         from pipeline.synth.render_blender import blender_available
 
