@@ -311,7 +311,7 @@ def sem_artifacts(
     k = int(round(p["curtain_count"]))
     if p["curtain_amp"] > 0 and k > 0:
         xs = rng.uniform(0, X, k)
-        widths = rng.uniform(0.5, 3.0, k) * max(1.0, X / 150)
+        widths = np.exp(rng.uniform(math.log(0.7), math.log(5.0), k)) * max(1.0, X / 150)
         signs = rng.choice([-1.0, 1.0], k, p=[0.65, 0.35]) * rng.uniform(0.4, 1.0, k)
         start = rng.uniform(-0.3, 0.7, k) * Y
         walk = np.cumsum(rng.normal(0, 0.08, (Z, k)), axis=0)
@@ -354,10 +354,10 @@ def sem_artifacts(
 
 
 def _apply_drift(vol: Any, drift: np.ndarray, xp: Any) -> Any:
-    """Shift slice k by drift[k] = (dy, dx) pixels, repeating the edge pixels."""
+    """Shift slice k by drift[k] = (dy, dx) pixels; what comes into view is the mirror image of the edge."""
     Z, Y, X = vol.shape
     m = int(np.abs(drift).max())
-    padded = xp.pad(vol, ((0, 0), (m, m), (m, m)), mode="edge")
+    padded = xp.pad(vol, ((0, 0), (m, m), (m, m)), mode="symmetric")
     out = xp.empty_like(vol)
     for k in range(Z):
         dy, dx = int(drift[k, 0]), int(drift[k, 1])

@@ -87,7 +87,7 @@ def test_drift_moves_image_and_labels_together(struct) -> None:
     dy, dx = r.drift_px[k]
     m = int(np.abs(r.drift_px).max())
     inner = (slice(m, 56 - m), slice(m, 56 - m))
-    moved = np.roll(struct.labels[k], (dy, dx), axis=(0, 1))
+    moved = np.roll(struct.labels[k], (dy, dx), axis=(0, 1))  # equal away from the mirrored border
     np.testing.assert_array_equal(r.labels[k][inner], moved[inner])
     ref = render_builtin(struct.labels, struct.voxel_size_nm, CLEAN, seed=2).image[k].astype(int)
     assert np.abs(r.image[k].astype(int)[inner] - np.roll(ref, (dy, dx), axis=(0, 1))[inner]).mean() < 3
