@@ -250,6 +250,7 @@ def build_dataset(
     figures: bool = True,
     work_dir: str | os.PathLike[str] | None = None,
     progress: str | None = None,
+    cpus_per_sample: float = 1.0,
 ) -> dict[str, Any]:
     """Build (or resume) a dataset store from sample plans.
 
@@ -278,6 +279,10 @@ def build_dataset(
     work_dir : path, optional
         Where the unfinished store lives (default next to ``out``); must be
         on the same file system.
+    progress : str, optional
+        Label of a progress bar over samples.
+    cpus_per_sample : float
+        CPUs a sample's Ray task reserves (more than 1 bounds how many run at once).
 
     Returns
     -------
@@ -300,7 +305,7 @@ def build_dataset(
         dstore.create_store(tmp, n, first["shape"], first["voxel_size_nm"], with_image="render" in first, build_key=key)
     todo = sorted(set(range(n)) - dstore.done_samples(tmp))
     fan_out(make_sample, [(str(tmp), plans[i], src) for i in todo], executor=executor, max_retries=max_retries,
-            progress=progress)
+            progress=progress, num_cpus=cpus_per_sample)
     split_list = assign_splits(n, seed, splits)
     full_card = {
         **dict(card or {}),
