@@ -187,9 +187,15 @@ def plot_psd(
         values = np.asarray(panel["values"], dtype=np.float64)
         fit: LogNormalFit = panel["fit"]
         hi = float(np.quantile(values, 0.995)) * 1.3
-        bins = np.linspace(0, hi, 40)
+        u = np.unique(values)
+        if 3 <= len(u) <= 150:
+            # local thickness takes a few discrete values: one bin around each
+            mids = 0.5 * (u[:-1] + u[1:])
+            bins = np.concatenate([[u[0] - (mids[0] - u[0])], mids, [u[-1] + (u[-1] - mids[-1])]])
+        else:
+            bins = np.linspace(0, hi, 40)
         ax.hist(values, bins=bins, density=True, color="0.7", edgecolor="0.4", label="measured (local thickness)")
-        x = np.linspace(max(bins[1] * 0.25, 1e-3), hi, 300)
+        x = np.linspace(max(float(bins[0]) * 0.5, 1e-3), hi, 300)
         ax.plot(x, _lognormal_pdf(x, fit.median_nm, fit.sigma), "C3", lw=2,
                 label=f"log-normal fit: median {fit.median_nm:.0f} nm, σ {fit.sigma:.2f}")
         if panel.get("input") is not None:
