@@ -158,7 +158,8 @@ def _run(args: argparse.Namespace) -> int:
             with ray_session(args.ray, num_cpus=args.workers):
                 result = build_dataset(args.output, plans, executor="ray", **kwargs)
     except ValueError as exc:
-        raise UserError(f"the structure parameters cannot be met ({exc})") from None
+        cause = getattr(exc, "cause", None) or exc  # a Ray task error carries the worker's exception
+        raise UserError(f"the structure parameters cannot be met ({cause})") from None
     seconds = time.perf_counter() - t0
     ach = result["achieved"]
     print(

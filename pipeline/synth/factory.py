@@ -304,8 +304,13 @@ def build_dataset(
     if not dstore.store_matches(tmp, key):
         dstore.create_store(tmp, n, first["shape"], first["voxel_size_nm"], with_image="render" in first, build_key=key)
     todo = sorted(set(range(n)) - dstore.done_samples(tmp))
-    fan_out(make_sample, [(str(tmp), plans[i], src) for i in todo], executor=executor, max_retries=max_retries,
-            progress=progress, num_cpus=cpus_per_sample)
+    try:
+        fan_out(make_sample, [(str(tmp), plans[i], src) for i in todo], executor=executor, max_retries=max_retries,
+                progress=progress, num_cpus=cpus_per_sample)
+    except BaseException:
+        if not dstore.done_samples(tmp):  # nothing worth resuming
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     split_list = assign_splits(n, seed, splits)
     full_card = {
         **dict(card or {}),

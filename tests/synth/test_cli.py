@@ -48,4 +48,4 @@ def test_bad_values_are_one_sentence_errors(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert rc == 2, err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert not out.exists() and not any(tmp_path.glob(".bad.zarr*"))
