@@ -33,7 +33,7 @@ LOG_UNIFORM: frozenset[str] = frozenset({"dose", "depth_nm", "charging_nm", "tex
 DEFAULT_RENDER_RANGES: dict[str, float | tuple[float, float]] = {
     "sem_angle_deg": (48.0, 56.0),
     "depth_nm": (15.0, 80.0),
-    "deep_level": (0.2, 0.6),
+    "deep_level": (0.2, 0.7),
     "pore_floor": (0.02, 0.15),
     "solid_level": (0.5, 0.75),
     "texture_amp": (0.03, 0.15),

@@ -17,8 +17,8 @@ Signal model (all brightness values in [0, 1] before the detector)
   the nearby free surface.
 * Pore on the face: the ray continues into the pore and meets material deeper
   down (soft ray march with transmittance over the anti-aliased solid
-  fraction). What it meets shows as ``deep_level x shading x exp(-depth /
-  depth_nm)`` on top of ``pore_floor``: pore-back / shine-through, so pores are
+  fraction). What it meets shows as ``deep_level x solid_level x shading x
+  exp(-depth / depth_nm)`` on top of ``pore_floor``: pore-back / shine-through, so pores are
   not simply black.
 * Shading of the surfaces met: secant law of the secondary-electron yield
   (grazing surfaces bright, ``orientation_amp``) and a side detector
@@ -52,7 +52,7 @@ __all__ = ["RENDER_DEFAULTS", "RenderResult", "render_builtin", "sem_signal", "s
 RENDER_DEFAULTS: dict[str, float] = {
     "sem_angle_deg": 52.0,  # angle between face normal and electron beam
     "depth_nm": 60.0,  # attenuation length of material seen through pores
-    "deep_level": 0.55,  # brightness of material met just behind the face
+    "deep_level": 0.55,  # brightness of material met just behind the face, relative to solid_level
     "pore_floor": 0.06,  # brightness of a pore where nothing is met
     "solid_level": 0.72,  # brightness of solid on the face
     "texture_amp": 0.08,  # relative amplitude of the material texture
@@ -267,7 +267,7 @@ def sem_signal(labels: Any, voxel_size_nm: Sequence[float], p: Mapping[str, floa
             break
     # material deep in a pore is seen through a spread of secondary-electron paths: softer
     acc = ndi.gaussian_filter(acc, sigma=[0.0, 0.7, 0.7])
-    pore_view = p["pore_floor"] + p["deep_level"] * acc
+    pore_view = p["pore_floor"] + p["deep_level"] * p["solid_level"] * acc
 
     # ---- the face: solid bright and textured, edges brighter
     edge_sigma = [0.0, p["edge_nm"] / vs[1], p["edge_nm"] / vs[2]]
