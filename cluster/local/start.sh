@@ -82,7 +82,8 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 [[ -s "$STATE/scheduler.json" ]] || die "the Dask scheduler did not start within 30 s (see $STATE/scheduler.log)"
-DASK_ADDRESS="$("$VENV/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["address"])' "$STATE/scheduler.json")"
+DASK_ADDRESS="$(sed -n 's/.*"address": *"\([^"]*\)".*/\1/p' "$STATE/scheduler.json" | head -n 1)"
+[[ "$DASK_ADDRESS" == tcp://* ]] || die "no scheduler address in $STATE/scheduler.json"
 
 for i in $(seq "$WORKERS"); do
     launch "worker-$i" "$VENV/bin/python" -m distributed.cli.dask_worker \
@@ -90,20 +91,23 @@ for i in $(seq "$WORKERS"); do
         --nworkers 1 --nthreads "$THREADS" --memory-limit "$MEMORY_LIMIT" \
         --name "local-$i" --local-directory "$DASK_TEMPORARY_DIRECTORY"
 done
-"$VENV/bin/python" - "$DASK_ADDRESS" "$WORKERS" <<'PY' || die "the Dask workers did not join within 60 s (see $STATE/worker-*.log)"
-import sys
-from distributed import Client
-
-with Client(sys.argv[1], timeout=30) as client:
-    client.wait_for_workers(int(sys.argv[2]), timeout=60)
-PY
+# Each worker process logs "Registered to: <scheduler>" once it has joined.
+for _ in $(seq 600); do
+    joined="$(cat "$STATE"/worker-*.log | grep -c "Registered to" || true)"
+    [[ "$joined" -ge "$WORKERS" ]] && break
+    for f in "$STATE"/worker-*.pid; do
+        alive "$f" || die "Dask worker $(basename "$f" .pid) exited: $(tail -n 5 "${f%.pid}.log")"
+    done
+    sleep 0.1
+done
+[[ "$joined" -ge "$WORKERS" ]] || die "the Dask workers did not join within 60 s (see $STATE/worker-*.log)"
 echo "$DASK_ADDRESS" >"$STATE/dask_address"
 echo "Dask: $DASK_ADDRESS, $WORKERS worker(s) x $THREADS thread(s), $MEMORY_LIMIT each"
 
 if [[ "$RAY" == 1 ]]; then
     # Token auth: one token per local cluster, readable only by its owner; never ~/.ray.
     if [[ ! -s "$STATE/ray_auth_token" ]]; then
-        (umask 077 && "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$STATE/ray_auth_token")
+        (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE/ray_auth_token")
     fi
     export RAY_AUTH_MODE=token
     RAY_AUTH_TOKEN="$(<"$STATE/ray_auth_token")"
@@ -121,20 +125,12 @@ if [[ "$RAY" == 1 ]]; then
     launch ray env RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "$VENV/bin/ray" start --head --block --node-ip-address 127.0.0.1 --port "$RAY_PORT" \
         --include-dashboard false --temp-dir "$RAY_TMP" --disable-usage-stats \
         ${RAY_CPUS:+--num-cpus "$RAY_CPUS"}
-    "$VENV/bin/python" - "$RAY_PORT" "$STATE/ray.pid" <<'PY' || die "the Ray head did not start within 90 s (see $STATE/ray.log)"
-import os, socket, sys, time
-
-port, pid = int(sys.argv[1]), int(open(sys.argv[2]).read())
-deadline = time.monotonic() + 90
-while time.monotonic() < deadline:
-    os.kill(pid, 0)  # raises when `ray start` has exited
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        sys.exit(0)
-    except OSError:
-        time.sleep(0.5)
-sys.exit(1)
-PY
+    for _ in $(seq 180); do
+        (echo >"/dev/tcp/127.0.0.1/$RAY_PORT") 2>/dev/null && break
+        alive "$STATE/ray.pid" || die "the Ray head exited: $(tail -n 5 "$STATE/ray.log")"
+        sleep 0.5
+    done
+    (echo >"/dev/tcp/127.0.0.1/$RAY_PORT") 2>/dev/null || die "the Ray head did not start within 90 s (see $STATE/ray.log)"
     echo "127.0.0.1:$RAY_PORT" >"$STATE/ray_address"
     echo "Ray: 127.0.0.1:$RAY_PORT (token in $STATE/ray_auth_token)"
 fi
@@ -145,6 +141,8 @@ fi
     if [[ "$RAY" == 1 ]]; then
         echo "export PORELAB_RAY=127.0.0.1:$RAY_PORT"
         echo "export RAY_AUTH_MODE=token"
+        # A driver must use loopback addresses too, or Ray would dial the machine's own IP.
+        echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
         echo "export RAY_AUTH_TOKEN=\"\$(cat '$STATE/ray_auth_token')\""
     fi
 } >"$STATE/env.sh"
