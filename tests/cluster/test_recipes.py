@@ -382,3 +382,67 @@ def test_start_rejects_bad_options(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 2 and "--workers 'two'" in proc.stderr
     assert not list((tmp_path / "state").glob("*.pid")) if (tmp_path / "state").exists() else True
+
+
+# ---------------------------------------------------------------- dask.sbatch, with srun/scontrol stand-ins
+
+_SRUN = """#!/usr/bin/env bash
+# srun stand-in: one task on this machine; honours --output (%N = node name), drops the rest.
+out=""
+while [[ $# -gt 0 && "$1" == -* ]]; do
+    case "$1" in --output=*) out="${1#--output=}"; out="${out//%N/localhost}" ;; esac
+    shift
+done
+if [[ -n "$out" ]]; then exec "$@" >"$out" 2>&1; else exec "$@"; fi
+"""
+_SCONTROL = """#!/usr/bin/env bash
+[[ "$1 $2" == "show hostnames" ]] && echo localhost
+"""
+
+
+def test_dask_sbatch_runs_a_job_on_one_node(tmp_path: Path) -> None:
+    """dask.sbatch's own logic (scheduler, workers, registration wait, run, clean-up) on one 'node'."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in {"srun": _SRUN, "scontrol": _SCONTROL}.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = np.arange(6 * 10 * 12, dtype=np.uint8).reshape(6, 10, 12)
+    np.save(tmp_path / "stack.npy", data)
+    job = {"name": "sb", "engine": {"chunks": [2, 8, 8]},
+           "stages": [{"stage": "ingest", "path": "stack.npy", "voxel_size_nm": [4, 2, 2]}]}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_CPUS_PER_TASK": "1", "SLURM_MEM_PER_NODE": "1024", "SLURM_SUBMIT_DIR": str(REPO),
+        "PORELAB_RUNS_DIR": str(tmp_path / "runs"), "PORELAB_SCRATCH": str(tmp_path / "scratch"),
+        "PORELAB_WORKERS_PER_NODE": "1", "PORELAB_DASK_PORT": str(port),
+    }
+    before = {p.pid for p in psutil.process_iter()}
+    proc = subprocess.run(["bash", str(CLUSTER / "slurm" / "dask.sbatch"), str(tmp_path / "job.yaml")],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"Dask: tcp://localhost:{port}, 1/1 workers x 1 threads, 921MiB each" in proc.stdout
+    from pipeline.io.volume import open_volume
+
+    np.testing.assert_array_equal(open_volume(tmp_path / "runs" / "sb" / "ingest.zarr").values, data)
+    assert (tmp_path / "runs" / ".slurm-4242" / "worker-localhost.log").is_file()
+    assert not (tmp_path / "scratch" / "porelab-4242").exists(), "node-local scratch was not removed"
+    deadline = time.monotonic() + 20
+    left: list[str] = []
+    while time.monotonic() < deadline:
+        left = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            if p.info["pid"] not in before and any(f":{port}" in a or "porelab-4242" in a for a in (p.info["cmdline"] or [])):
+                left.append(" ".join(p.info["cmdline"]))
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, left
