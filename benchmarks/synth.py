@@ -34,7 +34,14 @@ import numpy as np
 import psutil
 
 os.environ.setdefault("PORELAB_PROGRESS", "0")
+# one thread per worker process in both runs (Ray would otherwise give a task that
+# reserves 2 CPUs two BLAS/OpenMP threads and make the 1-worker baseline faster)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+LOAD_BEFORE = 0.0
 
 
 class TreePeak:
@@ -43,6 +50,8 @@ class TreePeak:
     def __init__(self, every: float = 0.1) -> None:
         self.every = every
         self.peak = 0
+        self.cpu_start = self._cpu()
+        self.cpu = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -58,11 +67,25 @@ class TreePeak:
             self.peak = max(self.peak, total)
             time.sleep(self.every)
 
+    @staticmethod
+    def _cpu() -> float:
+        me = psutil.Process()
+        total = 0.0
+        for p in [me, *me.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
     def __enter__(self) -> TreePeak:
+        self.cpu_start = self._cpu()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.cpu = self._cpu() - self.cpu_start
         self._stop.set()
         self._thread.join()
 
@@ -98,6 +121,7 @@ def ray_scaling(count: int, shape: tuple[int, int, int], seed: int, work: Path) 
             out[f"samples_per_min_{workers}"] = 60.0 * count / dt
             out[f"seconds_{workers}"] = dt
             out[f"tree_peak_rss_mib_{workers}"] = peak.peak / 2**20
+            out[f"cores_busy_{workers}"] = peak.cpu / dt  # CPU seconds of driver + workers per second
     out["speedup_2_vs_1"] = out["samples_per_min_2"] / out["samples_per_min_1"]
     return out
 
@@ -147,7 +171,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
-    print(f"machine: {psutil.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.2f} (shared machines vary)")
+    global LOAD_BEFORE
+    LOAD_BEFORE = os.getloadavg()[0]
+    print(f"machine: {psutil.cpu_count()} logical CPUs, load average {LOAD_BEFORE:.2f} (shared machines vary)")
     results: dict[str, float] = {}
     results.update(whole_sample(args.seed))
     print(f"whole 150^3 sample: structure {results['structure_s_150']:.2f} s + built-in render "
@@ -163,7 +189,8 @@ def main() -> None:
         results.update(ray_scaling(args.count, shape, args.seed, Path(tmp)))
     print(f"Ray, {args.count} samples of {'x'.join(map(str, shape))}: 1 worker (baseline) "
           f"{results['samples_per_min_1']:.2f} samples/min, 2 workers {results['samples_per_min_2']:.2f} samples/min "
-          f"-> {results['speedup_2_vs_1']:.2f}x (goal >= 1.7x)")
+          f"-> {results['speedup_2_vs_1']:.2f}x (goal >= 1.7x); cores kept busy {results['cores_busy_1']:.2f} vs "
+          f"{results['cores_busy_2']:.2f}, load average before {LOAD_BEFORE:.2f}")
     print(f"peak RSS: driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; driver + Ray workers "
           f"{results['tree_peak_rss_mib_1']:.0f} MiB (1 worker), {results['tree_peak_rss_mib_2']:.0f} MiB (2 workers)")
     print(json.dumps({k: round(v, 4) for k, v in results.items()}))
