@@ -9,11 +9,12 @@ from pipeline.synth.render_blender import blender_available
 
 pytestmark = pytest.mark.blender
 
+if not blender_available():
+    pytest.skip("bpy (the porelab[blender] extra) is not installed", allow_module_level=True)
+
 
 @pytest.fixture(scope="module")
 def struct():
-    if not blender_available():
-        pytest.skip("bpy (porelab[blender]) is not installed")
     from pipeline.synth.structures import random_spheres
 
     return random_spheres((16, 24, 24), 0.5, 60.0, 0.2, (10.0, 10.0, 10.0), seed=2)
