@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 #: Parameters drawn uniformly in log between their bounds.
-LOG_UNIFORM: frozenset[str] = frozenset({"dose", "depth_nm", "charging_nm", "texture_nm", "median_nm", "correlation_nm"})
+LOG_UNIFORM: frozenset[str] = frozenset(
+    {"dose", "depth_nm", "charging_nm", "texture_nm", "phase_nm", "median_nm", "correlation_nm"}
+)
 
 #: Default domain-randomisation ranges of the built-in renderer.
 DEFAULT_RENDER_RANGES: dict[str, float | tuple[float, float]] = {
@@ -38,6 +40,9 @@ DEFAULT_RENDER_RANGES: dict[str, float | tuple[float, float]] = {
     "solid_level": (0.5, 0.75),
     "texture_amp": (0.03, 0.15),
     "texture_nm": (8.0, 30.0),
+    "phase_fraction": (0.0, 0.5),
+    "phase_level": (0.55, 0.9),
+    "phase_nm": (20.0, 80.0),
     "edge_amp": (0.1, 0.6),
     "edge_nm": (5.0, 25.0),
     "orientation_amp": (0.2, 0.8),

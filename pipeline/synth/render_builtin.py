@@ -12,7 +12,9 @@ corrected), so ``image[k]`` pairs pixel for pixel with ``labels[k]``.
 
 Signal model (all brightness values in [0, 1] before the detector)
 ----------------------------------------------------------------
-* Solid on the face: ``solid_level`` x a 3D material texture, brighter near pore
+* Solid on the face: ``solid_level`` x a 3D material texture (optionally two
+  materials: domains of ``phase_fraction`` of the solid at ``phase_level``
+  relative brightness, like ionomer or carbon beside catalyst), brighter near pore
   edges (``edge_amp`` over ``edge_nm``): secondary electrons escape through
   the nearby free surface.
 * Pore on the face: the ray continues into the pore and meets material deeper
@@ -57,6 +59,9 @@ RENDER_DEFAULTS: dict[str, float] = {
     "solid_level": 0.72,  # brightness of solid on the face
     "texture_amp": 0.08,  # relative amplitude of the material texture
     "texture_nm": 15.0,  # correlation length of the texture
+    "phase_fraction": 0.0,  # share of the solid made of a second, darker material
+    "phase_level": 0.75,  # brightness of the second material relative to the first
+    "phase_nm": 40.0,  # size of the second material's domains
     "edge_amp": 0.35,  # relative brightening of solid at pore edges
     "edge_nm": 12.0,  # width of the edge brightening
     "orientation_amp": 0.5,  # secant-law strength on surfaces met in pores
@@ -84,6 +89,9 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "solid_level": (0.0, 1.0),
     "texture_amp": (0.0, 1.0),
     "texture_nm": (1e-3, 1e5),
+    "phase_fraction": (0.0, 1.0),
+    "phase_level": (0.0, 2.0),
+    "phase_nm": (1e-3, 1e5),
     "edge_amp": (0.0, 5.0),
     "edge_nm": (1e-3, 1e5),
     "orientation_amp": (0.0, 5.0),
@@ -240,6 +248,13 @@ def sem_signal(labels: Any, voxel_size_nm: Sequence[float], p: Mapping[str, floa
         0.7 * _smooth_noise(rng, shape, [p["texture_nm"] / v for v in vs], xp, ndi)
         + 0.3 * _smooth_noise(rng, shape, [0.6, 0.6, 0.6], xp, ndi)
     )
+
+    # second material (ionomer / carbon beside catalyst): darker domains with soft borders
+    if p["phase_fraction"] > 0 and p["phase_level"] != 1.0:
+        f = _smooth_noise(rng, shape, [p["phase_nm"] / v for v in vs], xp, ndi, coarse=2)
+        thr = float(np.quantile(to_numpy(f[:: max(1, shape[0] // 16), ::2, ::2]), 1.0 - p["phase_fraction"]))
+        second = 1.0 / (1.0 + xp.exp(-(f - thr) / 0.15))
+        tex = tex * (1.0 - (1.0 - p["phase_level"]) * second)
 
     # ---- pores: march along the viewing ray into the volume behind the face
     a = math.radians(p["sem_angle_deg"])

@@ -144,3 +144,12 @@ def test_cupy_matches_numpy(struct) -> None:
     a = render_builtin(struct.labels, struct.voxel_size_nm, CLEAN, seed=1).image.astype(int)
     b = render_builtin(cupy.asarray(struct.labels), struct.voxel_size_nm, CLEAN, seed=1).image.astype(int)
     assert np.abs(a - b).mean() < 1.0
+
+
+def test_second_material_darkens_part_of_the_solid(struct) -> None:
+    one = render_builtin(struct.labels, struct.voxel_size_nm, CLEAN, seed=1).image.astype(float)
+    two = render_builtin(struct.labels, struct.voxel_size_nm, {**CLEAN, "phase_fraction": 0.4, "phase_level": 0.5}, seed=1).image.astype(float)
+    solid = struct.labels == 0
+    ratio = two[solid] / np.maximum(one[solid], 1)
+    assert 0.2 < (ratio < 0.75).mean() < 0.6  # about 40 % of the solid at half brightness
+    assert (ratio > 0.95).mean() > 0.35
