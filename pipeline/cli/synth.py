@@ -77,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--median-nm", type=_range, default=100.0, metavar="D|LO,HI", help="median sphere diameter in nm (default 100)")
     p.add_argument("--sigma", type=_range, default=0.3, metavar="S|LO,HI", help="sigma of ln(diameter) (default 0.3)")
     p.add_argument("--family", type=_family, action="append", metavar="NAME[=W]",
-                   help="structure family and weight, repeatable: solid_spheres (default), pore_spheres, blobs, agglomerates, pumapy")
+                   help="structure family and weight, repeatable: solid_spheres (default), pore_spheres, blobs, agglomerates")
+    p.add_argument("--generator", choices=["porelab", "pumapy"], default="porelab",
+                   help="generator of solid_spheres: porelab (log-normal) or NASA pumapy (conda-forge; one diameter)")
     p.add_argument("--renderer", choices=["builtin", "blender", "none"], default="builtin", help="slice renderer (default builtin)")
     p.add_argument("--render-param", type=_param, action="append", default=[], metavar="NAME=V|NAME=LO,HI",
                    help="renderer parameter or range, repeatable (e.g. dose=30,100 or sem_angle_deg=52)")
@@ -110,7 +112,8 @@ def _run(args: argparse.Namespace) -> int:
         if name not in FAMILIES:
             raise UserError(f"--family {name} is unknown; expected one of {', '.join(FAMILIES)}")
     try:
-        structure = StructureSpec(families=families, porosity=args.porosity, median_nm=args.median_nm, sigma=args.sigma)
+        structure = StructureSpec(families=families, porosity=args.porosity, median_nm=args.median_nm, sigma=args.sigma,
+                                  generator=args.generator)
         render = None if args.renderer == "none" else RenderSpec(
             backend=args.renderer, params=dict(args.render_param), samples=args.blender_samples)
     except ValidationError as err:
@@ -124,11 +127,11 @@ def _run(args: argparse.Namespace) -> int:
 
         if not blender_available():
             raise UserError("--renderer blender needs bpy 4.2; install it with pip install 'porelab[blender]'")
-    if "pumapy" in families:
+    if args.generator == "pumapy":
         from pipeline.synth.structures import pumapy_available
 
         if not pumapy_available():
-            raise UserError("--family pumapy needs NASA's pumapy (conda install -c conda-forge pumapy)")
+            raise UserError("--generator pumapy needs NASA's pumapy (conda install -c conda-forge pumapy)")
     plans = plan_samples(
         args.count,
         seed=args.seed,
@@ -138,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
         structure_ranges=structure.ranges(),
         render=None if render is None else render.options(),
         render_ranges=None if render is None else render.ranges(),
+        generator=args.generator,
     )
     card = {
         "job": {"command": "porelab synth", "argv": sys.argv[1:]},

@@ -3,7 +3,7 @@
 Modules (plain functions on arrays unless noted):
 
 - :mod:`~pipeline.synth.structures` — structure families (PuMA random spheres with
-  log-normal diameters, pore spheres, gaussian blobs, particle agglomerates, NASA pumapy).
+  log-normal diameters, pore spheres, gaussian blobs, particle agglomerates; NASA pumapy as a generator).
 - :mod:`~pipeline.synth.psd` — local thickness, log-normal fits, the Fig. 4 style plot.
 - :mod:`~pipeline.synth.render_builtin` — the fast array renderer (NumPy / CuPy).
 - :mod:`~pipeline.synth.render_blender` — the Blender / Cycles renderer (``porelab[blender]``).

@@ -49,6 +49,7 @@ def plan_samples(
     render: Mapping[str, Any] | None,
     render_ranges: Mapping[str, float | Sequence[float]] | None = None,
     start: int = 0,
+    generator: str = "porelab",
 ) -> list[dict[str, Any]]:
     """Every sample's full description, drawn reproducibly from ``seed``.
 
@@ -71,6 +72,10 @@ def plan_samples(
     render_ranges : mapping, optional
         Renderer parameters (numbers or ranges); default
         :data:`~pipeline.synth.params.DEFAULT_RENDER_RANGES`.
+    start : int
+        Index of the first sample.
+    generator : {"porelab", "pumapy"}
+        Generator of the ``solid_spheres`` family.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1; got {count}")
@@ -89,6 +94,7 @@ def plan_samples(
             "voxel_size_nm": [float(v) for v in voxel_size_nm],
             "structure": sparams,
             "structure_seed": s_seed,
+            "generator": generator,
         }
         if render is not None:
             plan["render"] = {
@@ -190,11 +196,13 @@ def make_sample(store: str, plan: Mapping[str, Any], source: str | None = None) 
             sigma=sp["sigma"],
             correlation_nm=sp["correlation_nm"],
             particles_per_aggregate=sp["particles_per_aggregate"],
+            generator=plan.get("generator", "porelab"),
         )
         labels = st.labels
         spheres = st.spheres
         record: dict[str, Any] = {
             "family": plan["family"],
+            "generator": plan.get("generator", "porelab"),
             "target_porosity": float(sp["porosity"]),
             "porosity": st.porosity,
             "structure": {k: v for k, v in sp.items() if k != "porosity"},

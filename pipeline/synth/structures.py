@@ -15,9 +15,10 @@ Families (all return a :class:`Structure` whose ``labels`` are uint8 with
 ``agglomerates``
     Carbon-supported-catalyst-like aggregates: chains of touching primary
     particles (log-normal diameters) grown by a random walk.
-``pumapy``
-    NASA PuMA's own ``generate_random_spheres`` when ``pumapy`` is importable
-    (it ships through conda-forge; PyPI's ``pumapy`` is another project).
+The ``solid_spheres`` family has two generators: porelab's (log-normal
+diameters, above) and, with ``generator="pumapy"``, NASA PuMA's own
+``generate_random_spheres`` (one diameter, the median) when ``pumapy`` is
+importable (it ships through conda-forge; PyPI's ``pumapy`` is another project).
 
 Sphere stamping is local (each sphere touches only its bounding box), so
 generation costs O(sum of sphere volumes), not O(spheres x volume).
@@ -34,6 +35,7 @@ import numpy as np
 
 __all__ = [
     "FAMILIES",
+    "GENERATORS",
     "Family",
     "Structure",
     "lognormal_diameters",
@@ -45,8 +47,9 @@ __all__ = [
     "generate",
 ]
 
-Family = Literal["solid_spheres", "pore_spheres", "blobs", "agglomerates", "pumapy"]
-FAMILIES: tuple[str, ...] = ("solid_spheres", "pore_spheres", "blobs", "agglomerates", "pumapy")
+Family = Literal["solid_spheres", "pore_spheres", "blobs", "agglomerates"]
+FAMILIES: tuple[str, ...] = ("solid_spheres", "pore_spheres", "blobs", "agglomerates")
+GENERATORS: tuple[str, ...] = ("porelab", "pumapy")
 
 
 @dataclass
@@ -437,17 +440,25 @@ def pumapy_spheres(
     state = np.random.get_state()
     np.random.seed(seed % 2**32)
     try:
-        ws = pumapy.generate_random_spheres((shp[2], shp[1], shp[0]), diameter_vox, porosity, allow_intersect=True, segmented=True)
+        size = (shp[2], shp[1], shp[0])  # PuMA indexes (x, y, z)
+        try:
+            ws = pumapy.generate_random_spheres(size, diameter_vox, porosity, allow_intersect=True, segmented=True)
+            segmented = True
+        except TypeError:  # older PuMA: grayscale 0..255, no 'segmented'
+            ws = pumapy.generate_random_spheres(size, diameter_vox, porosity, allow_intersect=True)
+            segmented = False
     finally:
         np.random.set_state(state)
-    matrix = np.asarray(ws.matrix)  # PuMA indexes (x, y, z)
-    labels = (np.transpose(matrix, (2, 1, 0)) == 0).astype(np.uint8)
+    matrix = np.transpose(np.asarray(ws.matrix), (2, 1, 0))
+    solid = matrix > 0 if segmented else matrix >= 128
+    labels = (~solid).astype(np.uint8)
     return Structure(
         labels=np.ascontiguousarray(labels),
         voxel_size_nm=vs,
-        family="pumapy",
+        family="solid_spheres",
         target_porosity=float(porosity),
-        params={"median_nm": float(median_nm), "diameter_voxels": diameter_vox, "seed": int(seed)},
+        sphere_phase=0,
+        params={"median_nm": float(median_nm), "diameter_voxels": diameter_vox, "generator": "pumapy", "seed": int(seed)},
     )
 
 
@@ -462,8 +473,17 @@ def generate(
     sigma: float = 0.3,
     correlation_nm: float = 60.0,
     particles_per_aggregate: float = 12.0,
+    generator: str = "porelab",
 ) -> Structure:
-    """Generate one structure of ``family`` (see the module docstring)."""
+    """Generate one structure of ``family`` (see the module docstring).
+
+    ``generator="pumapy"`` makes ``solid_spheres`` with NASA PuMA (ImportError
+    when it is not importable); other families ignore it.
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"generator {generator!r} is unknown; expected one of {', '.join(GENERATORS)}")
+    if family == "solid_spheres" and generator == "pumapy":
+        return pumapy_spheres(shape, porosity, median_nm, voxel_size_nm, seed)
     if family == "solid_spheres":
         return random_spheres(shape, porosity, median_nm, sigma, voxel_size_nm, seed, phase="solid")
     if family == "pore_spheres":
@@ -474,6 +494,4 @@ def generate(
         return agglomerates(
             shape, porosity, median_nm, sigma, voxel_size_nm, seed, particles_per_aggregate=particles_per_aggregate
         )
-    if family == "pumapy":
-        return pumapy_spheres(shape, porosity, median_nm, voxel_size_nm, seed)
     raise ValueError(f"structure family {family!r} is unknown; expected one of {', '.join(FAMILIES)}")

@@ -95,5 +95,14 @@ def test_bad_arguments_are_value_errors() -> None:
 def test_pumapy_generator_when_importable() -> None:
     if not pumapy_available():
         pytest.skip("NASA pumapy (conda-forge) is not importable here")
-    s = pumapy_spheres((40, 40, 40), 0.5, 80.0, VS, seed=1)
-    assert s.labels.dtype == np.uint8 and abs(s.porosity - 0.5) <= 0.05
+    s = generate("solid_spheres", shape=(40, 40, 40), porosity=0.5, voxel_size_nm=VS, seed=1, median_nm=80.0, generator="pumapy")
+    assert s.labels.dtype == np.uint8 and abs(s.porosity - 0.5) <= 0.02  # PuMA's own stopping rule
+    assert s.params["generator"] == "pumapy"
+    np.testing.assert_array_equal(s.labels, pumapy_spheres((40, 40, 40), 0.5, 80.0, VS, seed=1).labels)
+
+
+def test_pumapy_generator_absent_is_an_import_error() -> None:
+    if pumapy_available():
+        pytest.skip("pumapy is importable here")
+    with pytest.raises(ImportError, match="conda-forge"):
+        generate("solid_spheres", shape=SHAPE, porosity=0.5, voxel_size_nm=VS, seed=0, generator="pumapy")

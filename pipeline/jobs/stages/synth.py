@@ -35,10 +35,15 @@ def _check_range(name: str, value: Range, lo: float, hi: float, *, open_interval
 class StructureSpec(Strict):
     """Which structures to generate; every number may be a [low, high] range drawn per sample."""
 
-    families: dict[Literal["solid_spheres", "pore_spheres", "blobs", "agglomerates", "pumapy"], float] = Field(
+    families: dict[Literal["solid_spheres", "pore_spheres", "blobs", "agglomerates"], float] = Field(
         default_factory=lambda: {"solid_spheres": 1.0},
         description="Structure family -> weight of its share: solid_spheres (PuMA random spheres), pore_spheres, "
-        "blobs (thresholded gaussian field), agglomerates (catalyst-like particle chains), pumapy (NASA PuMA when importable).",
+        "blobs (thresholded gaussian field), agglomerates (catalyst-like particle chains).",
+    )
+    generator: Literal["porelab", "pumapy"] = Field(
+        default="porelab",
+        description="Generator of solid_spheres: porelab (log-normal diameters) or pumapy (NASA PuMA's "
+        "generate_random_spheres, one diameter = median_nm; needs pumapy from conda-forge).",
     )
     porosity: Range = Field(default=0.5, description="Target porosity (pore fraction), or a [low, high] range.")
     median_nm: Range = Field(default=100.0, description="Median sphere / particle diameter in nm (log-normal).")
@@ -63,7 +68,7 @@ class StructureSpec(Strict):
         return self
 
     def ranges(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"families"})
+        return self.model_dump(mode="json", exclude={"families", "generator"})
 
 
 class RenderSpec(Strict):
@@ -160,7 +165,14 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         structure_ranges=cfg.structure.ranges(),
         render=None if cfg.render is None else cfg.render.options(),
         render_ranges=None if cfg.render is None else cfg.render.ranges(),
+        generator=cfg.structure.generator,
     )
+    if cfg.structure.generator == "pumapy":
+        from pipeline.errors import UserError
+        from pipeline.synth.structures import pumapy_available
+
+        if not pumapy_available():
+            raise UserError(f"stage {ctx.name!r}: generator pumapy needs NASA's pumapy (conda install -c conda-forge pumapy)")
     if cfg.executor == "ray":
         ctx.ray()
     out = ctx.path(f"{ctx.name}.zarr")
