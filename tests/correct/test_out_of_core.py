@@ -30,6 +30,7 @@ def _synthetic(z: int, n: int) -> da.Array:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_correct_and_preprocess_out_of_core(tmp_path) -> None:
     import resource
 
