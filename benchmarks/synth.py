@@ -100,7 +100,8 @@ def ray_scaling(count: int, shape: tuple[int, int, int], seed: int, work: Path) 
                          families={"solid_spheres": 1.0, "pore_spheres": 1.0, "blobs": 1.0, "agglomerates": 1.0},
                          structure_ranges={"porosity": (0.35, 0.6)}, render={"backend": "builtin"})
     out: dict[str, float] = {}
-    with ray_session(num_cpus=2, temp_dir=Path("/tmp") / f"plr-bench-{os.getpid()}"):
+    ray_tmp = Path(tempfile.mkdtemp(prefix="plr-bench-", dir="/tmp"))  # unix socket paths must stay short
+    with ray_session(num_cpus=2, temp_dir=ray_tmp):
         # start both worker processes before timing (Ray starts them lazily)
         @ray.remote(num_cpus=1)
         def warm() -> int:
@@ -122,6 +123,7 @@ def ray_scaling(count: int, shape: tuple[int, int, int], seed: int, work: Path) 
             out[f"seconds_{workers}"] = dt
             out[f"tree_peak_rss_mib_{workers}"] = peak.peak / 2**20
             out[f"cores_busy_{workers}"] = peak.cpu / dt  # CPU seconds of driver + workers per second
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     out["speedup_2_vs_1"] = out["samples_per_min_2"] / out["samples_per_min_1"]
     return out
 

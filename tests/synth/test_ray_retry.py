@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,13 +48,17 @@ def test_sigkilled_worker_is_retried(tmp_path: Path) -> None:
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_one_sample_worker, args=(killed, stop), daemon=True)
-    with ray_session(num_cpus=2, temp_dir=Path("/tmp") / f"plr-{os.getpid()}"):
-        killer.start()
-        try:
-            card = build_dataset(out, plans, seed=11, executor="ray", max_retries=3, figures=False)
-        finally:
-            stop.set()
-            killer.join(timeout=5)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="plr-", dir="/tmp"))  # unix socket paths must stay short
+    try:
+        with ray_session(num_cpus=2, temp_dir=ray_tmp):
+            killer.start()
+            try:
+                card = build_dataset(out, plans, seed=11, executor="ray", max_retries=3, figures=False)
+            finally:
+                stop.set()
+                killer.join(timeout=5)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert killed, "no Ray worker running make_sample was seen, so none was killed"
     ds = dstore.open_dataset(out)
     assert card["achieved"]["samples"] == N and dstore.done_samples(out) == set(range(N))
