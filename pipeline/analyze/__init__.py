@@ -1,0 +1,18 @@
+"""Measurements on a label volume (1 = pore, 0 = solid).
+
+Modules (plain functions on arrays; dask arrays are read block by block):
+
+- :mod:`~pipeline.analyze.porosity` — global, per-slice and per-block porosity.
+- :mod:`~pipeline.analyze.thickness` — local thickness, in memory (SciPy EDT) and out of core (halo >= the largest pore radius).
+- :mod:`~pipeline.analyze.psd` — pore-size histogram, log-normal fit and its goodness of fit.
+- :mod:`~pipeline.analyze.transport` — connectivity per axis, geometric tortuosity.
+- :mod:`~pipeline.analyze.truth` — accuracy, IoU, Dice, 3D IoU, smoothness, porosity error against a truth.
+- :mod:`~pipeline.analyze.measure` — :func:`measure`, all of it as one JSON-able dict.
+
+The specific surface area is measured on an isosurface (see
+:func:`pipeline.reconstruct.build.surface_area`).
+"""
+
+from pipeline.analyze.measure import measure
+
+__all__ = ["measure"]
