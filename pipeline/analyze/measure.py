@@ -128,5 +128,6 @@ def measure(
     if truth is not None:
         t0 = time.perf_counter()
         out["truth"] = truth_metrics(arr, _data(truth))
+        out["truth_per_slice"] = [float(v) for v in (_data(truth) == 1).mean(axis=(1, 2)).compute()]
         out["seconds"]["truth"] = time.perf_counter() - t0
     return out

@@ -28,6 +28,10 @@ COMMANDS: list[str] = [
     "correct",
     "preprocess",
     "synth",
+    "mesh",
+    "measure",
+    "baseline",
+    "report",
 ]
 
 

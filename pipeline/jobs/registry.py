@@ -20,6 +20,10 @@ STAGE_MODULES: dict[str, str] = {
     "render": "pipeline.jobs.stages.render",
     "correct": "pipeline.jobs.stages.correct",
     "preprocess": "pipeline.jobs.stages.preprocess",
+    "baseline": "pipeline.jobs.stages.baseline",
+    "reconstruct": "pipeline.jobs.stages.reconstruct",
+    "analyze": "pipeline.jobs.stages.analyze",
+    "report": "pipeline.jobs.stages.report",
 }
 
 

@@ -1,0 +1,110 @@
+"""The ``analyze`` stage: porosity, pore sizes, specific surface, connectivity (and truth metrics) of a label volume.
+
+Results go to ``<name>.json`` (files["metrics"]) and a summary to the
+manifest; the stage's main output is its input labels, passed on, so that
+``reconstruct`` or another ``analyze`` can follow it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from pipeline.errors import UserError
+from pipeline.jobs.base import StageConfig, StageOutput
+from pipeline.jobs.context import StageContext
+
+__all__ = ["Config", "run", "resolve_volume", "summary", "write_json"]
+
+
+class Config(StageConfig):
+    """Measure a label volume (1 = pore) from the previous stage."""
+
+    stage: Literal["analyze"] = "analyze"
+    truth: str | None = Field(None, description="Ground-truth labels: an earlier stage's name or a .zarr path (relative to the job file).")
+    block_shape: tuple[int, int, int] = Field((64, 64, 64), description="Block (z, y, x voxels) of the porosity map.")
+    n_radii: int = Field(64, ge=2, le=1024, description="Most radii of the local-thickness sweep.")
+    tortuosity: bool = Field(True, description="Geometric tortuosity per axis (in memory, volumes up to 32 Mvoxel).")
+    write_thickness: bool = Field(False, description="Also write the local-thickness volume (nm) as thickness.zarr.")
+
+
+def resolve_volume(ctx: StageContext, ref: str) -> Path:
+    """A stage name of this run (its output) or a store path relative to the job file."""
+    if ref in ctx.outputs:
+        return ctx.outputs[ref]
+    path = ctx.resolve(ref)
+    if not path.exists():
+        raise UserError(f"stage {ctx.name!r}: {ref!r} is neither an earlier stage nor an existing store")
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (NaN as null)."""
+    import math
+    import os
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if not k.startswith("_")}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean(data), indent=1, default=float))
+    os.replace(tmp, path)
+    return path
+
+
+def summary(m: dict[str, Any]) -> dict[str, Any]:
+    """The compact numbers of :func:`pipeline.analyze.measure` for manifest.json."""
+    out: dict[str, Any] = {"porosity": m["porosity"]["porosity"], "porosity_block_std": m["porosity"]["per_block_std"]}
+    fit = m.get("psd", {}).get("fit")
+    if fit:
+        out.update(psd_median_nm=fit["median_nm"], psd_sigma=fit["sigma"], psd_ks=fit["ks"], psd_r2_cdf=fit["r2_cdf"])
+    if "r_max_nm" in m.get("psd", {}):
+        out["max_pore_diameter_nm"] = 2 * m["psd"]["r_max_nm"]
+    out["specific_surface_per_nm"] = m["surface"]["specific_surface_per_nm"]
+    if "connectivity" in m:
+        out["connected_fraction"] = m["connectivity"]["connected_fraction"]
+    if "tortuosity" in m:
+        out["tortuosity"] = m["tortuosity"]
+    if "truth" in m:
+        out["truth"] = m["truth"]
+    if m.get("skipped"):
+        out["skipped"] = m["skipped"]
+    return out
+
+
+def run(ctx: StageContext, cfg: Config) -> StageOutput:
+    """Measure the input labels into ``<name>.json`` (full results) and the manifest (summary); pass the labels on."""
+    from pipeline.analyze import measure
+    from pipeline.io.volume import as_volume, open_volume, voxel_size_of
+
+    ctx.dask()
+    vol = open_volume(ctx.require_input("a label volume"))
+    vs = voxel_size_of(vol)
+    truth = None
+    if cfg.truth:
+        truth = open_volume(resolve_volume(ctx, cfg.truth))
+        if truth.shape != vol.shape:
+            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
+    try:
+        m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
+                    keep_thickness=cfg.write_thickness)
+    except ValueError as exc:
+        raise UserError(f"stage {ctx.name!r}: {exc}") from None
+    files: dict[str, Path] = {}
+    if cfg.write_thickness and "_thickness" in m:
+        tv = as_volume(m.pop("_thickness"), vs, name="thickness", attrs={"units": "nm"})
+        files["thickness"] = ctx.write_volume(tv, "thickness.zarr", params=cfg.model_dump(mode="json"))
+    m["input"] = str(ctx.input)
+    path = write_json(ctx.path(f"{ctx.name}.json"), m)
+    files["metrics"] = path
+    # the labels are passed on, so that reconstruct (or another analyze) can follow
+    return StageOutput(path=ctx.input, metrics=summary(m), files=files)
