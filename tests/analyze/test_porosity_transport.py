@@ -1,0 +1,82 @@
+"""Porosity maps, connectivity per axis, tortuosity, truth metrics and the measure() bundle."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.analyze import measure
+from pipeline.analyze.porosity import porosity_stats
+from pipeline.analyze.transport import connectivity, geometric_tortuosity
+from pipeline.analyze.truth import laplacian_smoothness, truth_metrics
+
+
+def test_porosity_global_slice_block() -> None:
+    a = np.zeros((4, 6, 8), np.uint8)
+    a[:2] = 1
+    a[2, :, :4] = 1
+    s = porosity_stats(da.from_array(a, chunks=(1, 3, 3)), block_shape=(2, 6, 4))
+    assert s["porosity"] == pytest.approx(a.mean())
+    assert s["per_slice"] == [1.0, 1.0, 0.5, 0.0]
+    assert np.asarray(s["per_block"]).shape == (2, 1, 2)
+    np.testing.assert_allclose(np.asarray(s["per_block"])[:, 0], [[1.0, 1.0], [0.5, 0.0]])
+
+
+def test_connectivity_of_a_straight_channel() -> None:
+    p = np.zeros((20, 10, 10), bool)
+    p[:, 4:6, 4:6] = True  # along z
+    p[5, 0:2, 0:2] = True  # isolated pocket
+    c = connectivity(p)
+    assert c["connected_fraction"]["z"] == pytest.approx(80 / 84)
+    assert c["connected_fraction"]["y"] == 0.0 and c["connected_fraction"]["x"] == 0.0
+    assert c["components"] == 2
+
+
+def test_tortuosity_straight_and_winding() -> None:
+    p = np.zeros((30, 9, 9), bool)
+    p[:, 4, 4] = True
+    assert geometric_tortuosity(p, (1, 1, 1), axis=0) == pytest.approx(1.0)
+    assert np.isnan(geometric_tortuosity(p, (1, 1, 1), axis=1))
+    w = np.zeros((21, 30, 5), bool)  # a zigzag: along y, then down z, back along y...
+    for k in range(0, 21, 4):
+        w[k, 1:29, 2] = True
+    for k in range(0, 17, 4):
+        w[k : k + 5, 28 if (k // 4) % 2 == 0 else 1, 2] = True
+    assert geometric_tortuosity(w, (1, 1, 1), axis=0) > 5
+
+
+def test_truth_metrics_known_counts() -> None:
+    t = np.zeros((3, 4, 4), np.uint8)
+    t[:, :2] = 1  # 24 pore voxels
+    p = t.copy()
+    p[0, 0, :2] = 0  # 2 false negatives
+    p[2, 3, :] = 1  # 4 false positives
+    m = truth_metrics(da.from_array(p, chunks=2), t)
+    assert m["accuracy"] == pytest.approx(42 / 48)
+    assert m["iou_pore"] == pytest.approx(22 / 28) and m["iou_3d"] == m["iou_pore"]
+    assert m["iou_solid"] == pytest.approx(20 / 26)
+    assert m["dice"] == pytest.approx(44 / 50)
+    assert m["porosity_error"] == pytest.approx((26 - 24) / 48)
+    assert m["smoothness_truth"] == 0.0 and m["smoothness"] > 0
+
+
+def test_smoothness_counts_flicker() -> None:
+    a = np.zeros((5, 2, 2), np.uint8)
+    a[2] = 1
+    assert laplacian_smoothness(a) == pytest.approx((1 + 2 + 1) / 3)
+
+
+def test_measure_bundle_on_a_ball() -> None:
+    z, y, x = np.mgrid[:40, :40, :40]
+    ball = (((z - 20) ** 2 + (y - 19.5) ** 2 + (x - 20.3) ** 2) <= 12.0**2).astype(np.uint8)
+    m = measure(ball, (2.0, 2.0, 2.0), truth=ball)
+    assert m["porosity"]["porosity"] == pytest.approx(ball.mean())
+    assert m["surface"]["area_nm2"] == pytest.approx(4 * np.pi * 24.0**2, rel=0.02)
+    assert m["surface"]["specific_surface_per_nm"] == pytest.approx(m["surface"]["area_nm2"] / 80.0**3)
+    assert m["psd"]["fit"]["median_nm"] < 48.5
+    assert 2 * m["psd"]["r_max_nm"] == pytest.approx(48.0, abs=2.5)
+    assert m["connectivity"]["connected_fraction"] == {"z": 0.0, "y": 0.0, "x": 0.0}
+    assert m["truth"]["iou_pore"] == 1.0 and m["truth"]["porosity_error"] == 0.0
+    none = measure(np.zeros((8, 8, 8), np.uint8), (1, 1, 1), tortuosity=False)
+    assert "psd" in none["skipped"]

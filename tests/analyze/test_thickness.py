@@ -1,0 +1,90 @@
+"""Local thickness: out of core equals in memory, and analytic spheres and cylinders come out right."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from pipeline.analyze.thickness import (
+    EDGE_CORRECTION_VOXELS,
+    local_thickness_dask,
+    local_thickness_inmemory,
+    max_inscribed_radius,
+    radius_grid,
+)
+
+
+@pytest.fixture(scope="module")
+def porous() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    return ndi.gaussian_filter(rng.random((40, 48, 52)), 2.5) > 0.5
+
+
+@pytest.mark.parametrize("vs", [(1.0, 1.0, 1.0), (10.0, 5.0, 5.0)])
+@pytest.mark.parametrize("chunks", [(13, 16, 20), (40, 24, 52)])
+def test_out_of_core_equals_in_memory(porous: np.ndarray, vs: tuple[float, float, float], chunks: tuple[int, int, int]) -> None:
+    lazy, info = local_thickness_dask(da.from_array(porous, chunks=chunks), vs)
+    radii = np.asarray(info["radii_nm"])
+    mem = local_thickness_inmemory(porous, vs, radii=radii)
+    out = lazy.compute(scheduler="threads")
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, mem)
+    # the halo covers the largest pore radius (twice: seeds' reach plus their distance map)
+    assert all(h * v >= 2 * info["r_max_nm"] for h, v in zip(info["halo_voxels"], vs))
+
+
+def test_max_inscribed_radius_grows_its_halo_until_exact(porous: np.ndarray) -> None:
+    want = float(ndi.distance_transform_edt(porous).max())
+    got = max_inscribed_radius(da.from_array(porous, chunks=(10, 12, 13)), (1, 1, 1), start_halo_nm=1.0)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def _ball(n: int, d: float, centre: tuple[float, float, float]) -> np.ndarray:
+    z, y, x = np.mgrid[:n, :n, :n]
+    return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= (d / 2) ** 2
+
+
+@pytest.mark.parametrize("d", [12.0, 20.0, 30.0])
+def test_analytic_sphere(d: float) -> None:
+    ball = _ball(int(d) + 10, d, (d / 2 + 4.3, d / 2 + 4.6, d / 2 + 5.1))
+    lt = local_thickness_inmemory(ball, (2.0, 2.0, 2.0))
+    assert np.median(lt[ball]) == pytest.approx(2.0 * d, abs=2.0 * 0.5)  # within half a voxel (2 nm voxels)
+    assert lt[~ball].max() == 0
+    # the out-of-core version sees the same ball across blocks
+    lazy, _ = local_thickness_dask(da.from_array(ball, chunks=8), (2.0, 2.0, 2.0))
+    assert np.median(lazy.compute()[ball]) == pytest.approx(2.0 * d, abs=1.0)
+
+
+@pytest.mark.parametrize("d", [12.0, 20.0, 30.0])
+def test_analytic_cylinder(d: float) -> None:
+    n = int(d) + 8
+    z, y, x = np.mgrid[:24, :n, :n]
+    cyl = ((y - (n / 2 - 0.4)) ** 2 + (x - (n / 2 + 0.1)) ** 2) <= (d / 2) ** 2
+    lt = local_thickness_inmemory(cyl, (1.0, 1.0, 1.0))
+    assert np.median(lt[cyl]) == pytest.approx(d, abs=0.5)
+    # an axis cut by the faces: the ends are measured as far as they are seen, no thinning there
+    assert np.median(lt[0][cyl[0]]) == pytest.approx(d, abs=0.5)
+
+
+def test_two_sizes_are_told_apart() -> None:
+    a = _ball(30, 10.0, (8.2, 15.0, 8.0)) | _ball(30, 20.0, (15.1, 15.3, 19.0))
+    small = _ball(30, 10.0, (8.2, 15.0, 8.0)) & ~_ball(30, 20.0, (15.1, 15.3, 19.0))
+    lt = local_thickness_inmemory(a, (1, 1, 1))
+    assert np.median(lt[small]) == pytest.approx(10.0, abs=1.0)
+    assert lt.max() == pytest.approx(20.0, abs=1.0)
+
+
+def test_radius_grid_and_edge_cases() -> None:
+    g = radius_grid(10.0, (1.0, 1.0, 1.0), n_radii=64)
+    assert g[0] == 10.0 and g[-1] == 1.0 and np.all(np.diff(g) < 0) and np.diff(g).max() >= -0.25 - 1e-12
+    assert len(radius_grid(100.0, (1.0, 1.0, 1.0), n_radii=16)) == 16
+    assert local_thickness_inmemory(np.zeros((4, 4, 4), bool)).max() == 0
+    one = np.zeros((5, 5, 5), bool)
+    one[2, 2, 2] = True
+    assert local_thickness_inmemory(one)[2, 2, 2] == pytest.approx(2.0 + EDGE_CORRECTION_VOXELS)
+    with pytest.raises(ValueError, match="fills the whole volume"):
+        local_thickness_dask(da.ones((4, 4, 4), dtype=bool, chunks=2), (1, 1, 1))
+    with pytest.raises(ValueError, match="3D"):
+        local_thickness_inmemory(np.ones((4, 4), bool))
