@@ -37,7 +37,7 @@ def measure(
     in_memory_voxels: int = 256_000_000,
     tortuosity: bool = True,
     tortuosity_voxels: int = 32_000_000,
-    keep_thickness: bool = False,
+    thickness_store: Any = None,
 ) -> dict[str, Any]:
     """Porosity, pore sizes, specific surface, connectivity, tortuosity and truth metrics.
 
@@ -56,8 +56,9 @@ def measure(
         Connectivity needs the volume in memory; above this many voxels it is skipped.
     tortuosity : bool
         Compute the geometric tortuosity (in memory, up to ``tortuosity_voxels``).
-    keep_thickness : bool
-        Also return the lazy local-thickness array under ``"_thickness"`` (not JSON-able).
+    thickness_store : path, optional
+        Also write the local thickness (nm) there (a zarr volume, block by
+        block); the histogram is then read back from it, so that nothing is computed twice.
 
     Returns
     -------
@@ -81,15 +82,23 @@ def measure(
     psd: dict[str, Any] = {}
     if 0 < out["porosity"]["porosity"] < 1:
         lt, info = local_thickness_dask(pore, vs, n_radii=n_radii)
-        counts, edges = thickness_histogram(lt)
+        if thickness_store is not None:
+            from pipeline.analyze.store import write_blocks
+            from pipeline.io.volume import as_volume, open_volume
+
+            write_blocks(as_volume(lt, vs, name="thickness", attrs={"units": "nm", "r_max_nm": info["r_max_nm"]}),
+                         thickness_store, block_shape=lt.chunksize, chunks=arr.chunksize)
+            lt = open_volume(thickness_store).data
+            psd_store = str(thickness_store)
+        counts, edges = thickness_histogram(lt, values=np.asarray(info["values_nm"]))
         psd = {"counts": counts.tolist(), "edges_nm": edges.tolist(), "r_max_nm": info["r_max_nm"],
                "halo_voxels": info["halo_voxels"], "n_radii": len(info["radii_nm"])}
+        if thickness_store is not None:
+            psd["thickness_store"] = psd_store
         try:
             psd["fit"] = fit_lognormal_hist(counts, edges)
         except ValueError as exc:
             out["skipped"]["psd_fit"] = str(exc)
-        if keep_thickness:
-            out["_thickness"] = lt
     else:
         out["skipped"]["psd"] = "the volume has no pore or no solid voxel"
     out["psd"] = psd

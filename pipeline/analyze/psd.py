@@ -17,12 +17,17 @@ import numpy as np
 __all__ = ["thickness_histogram", "fit_lognormal_hist", "lognormal_pdf"]
 
 
-def thickness_histogram(thickness: Any, *, bins: int | None = None, max_nm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def thickness_histogram(
+    thickness: Any, *, bins: int | None = None, max_nm: float | None = None, values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Counts of local-thickness values (nm) of the pore voxels (values > 0), out of core.
 
     Local thickness takes a few discrete values; by default there is one bin
-    around each distinct value (computed from the blocks' unique values),
-    else ``bins`` equal bins up to ``max_nm``.
+    around each distinct value (``values`` when known, as from
+    :func:`~pipeline.analyze.thickness.local_thickness_dask`'s ``values_nm``;
+    else from the blocks' unique values, one more pass), or ``bins`` equal
+    bins up to ``max_nm``. One pass over ``thickness`` when ``values`` or
+    ``max_nm`` is given.
 
     Returns
     -------
@@ -31,7 +36,7 @@ def thickness_histogram(thickness: Any, *, bins: int | None = None, max_nm: floa
     """
     t = da.asarray(thickness)
     if bins is None:
-        vals = np.unique(da.unique(t).compute())
+        vals = np.unique(np.asarray(values, dtype=np.float64)) if values is not None else np.unique(da.unique(t).compute())
         vals = vals[vals > 0]
         if len(vals) == 0:
             return np.zeros(0, np.int64), np.zeros(1)

@@ -76,7 +76,9 @@ def filter_slice(img: np.ndarray, p: BaselineParams) -> np.ndarray:
 
     from pipeline.correct.destripe import destripe_profile
 
-    a = np.asarray(img, dtype=np.float32)
+    from pipeline.backend import to_numpy
+
+    a = to_numpy(img).astype(np.float32, copy=False)  # CuPy slices are filtered on the host
     if p.destripe:
         a = destripe_profile(a, width=p.stripe_width)
     if p.filter == "median" and p.filter_size >= 2:

@@ -53,7 +53,9 @@ def _source(mask: Any) -> Any:
 
 
 def _phase_of(block: Any, phase: int) -> np.ndarray:
-    return np.asarray(block) == phase
+    from pipeline.backend import to_numpy
+
+    return to_numpy(block) == phase  # meshing runs on the CPU; CuPy blocks are copied over
 
 
 def _ranges(n: int, step: int, start: int = 0) -> list[tuple[int, int]]:

@@ -88,3 +88,20 @@ def test_radius_grid_and_edge_cases() -> None:
         local_thickness_dask(da.ones((4, 4, 4), dtype=bool, chunks=2), (1, 1, 1))
     with pytest.raises(ValueError, match="3D"):
         local_thickness_inmemory(np.ones((4, 4), bool))
+
+
+def test_written_thickness_and_histogram_from_measure(tmp_path, porous: np.ndarray) -> None:  # noqa: ANN001
+    from pipeline.analyze import measure
+    from pipeline.io.volume import open_volume
+
+    lab = porous.astype(np.uint8)
+    store = tmp_path / "lt.zarr"
+    m = measure(da.from_array(lab, chunks=(8, 16, 16)), (1.0, 1.0, 1.0), thickness_store=store, tortuosity=False)
+    lt = np.asarray(open_volume(store).values)
+    radii = np.asarray(local_thickness_dask(da.from_array(porous, chunks=8), (1, 1, 1))[1]["radii_nm"])
+    np.testing.assert_array_equal(lt, local_thickness_inmemory(porous, (1, 1, 1), radii=radii))
+    assert sum(m["psd"]["counts"]) == int(porous.sum())
+    edges = np.asarray(m["psd"]["edges_nm"])
+    assert np.histogram(lt[porous], bins=edges)[0].tolist() == m["psd"]["counts"]
+    # one bin per value the thickness takes
+    assert np.all(np.histogram(np.unique(lt[porous]), bins=edges)[0] <= 1)

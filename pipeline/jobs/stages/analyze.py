@@ -84,7 +84,7 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
     """Measure the input labels into ``<name>.json`` (full results) and the manifest (summary); pass the labels on."""
     from pipeline.analyze import measure
-    from pipeline.io.volume import as_volume, open_volume, voxel_size_of
+    from pipeline.io.volume import open_volume, voxel_size_of
 
     ctx.dask()
     vol = open_volume(ctx.require_input("a label volume"))
@@ -96,13 +96,12 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
     try:
         m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
-                    keep_thickness=cfg.write_thickness)
+                    thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None)
     except ValueError as exc:
         raise UserError(f"stage {ctx.name!r}: {exc}") from None
     files: dict[str, Path] = {}
-    if cfg.write_thickness and "_thickness" in m:
-        tv = as_volume(m.pop("_thickness"), vs, name="thickness", attrs={"units": "nm"})
-        files["thickness"] = ctx.write_volume(tv, "thickness.zarr", params=cfg.model_dump(mode="json"))
+    if cfg.write_thickness and m.get("psd", {}).get("thickness_store"):
+        files["thickness"] = ctx.path("thickness.zarr")
     m["input"] = str(ctx.input)
     path = write_json(ctx.path(f"{ctx.name}.json"), m)
     files["metrics"] = path
