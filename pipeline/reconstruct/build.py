@@ -47,9 +47,33 @@ def _check(method: str) -> None:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
 
 
-def _source(mask: Any) -> Any:
-    """The array behind a mask (xarray DataArray -> its data)."""
-    return getattr(mask, "data", mask) if hasattr(mask, "dims") else mask
+class _Reader:
+    """Reads regions of a NumPy, CuPy or dask array inside a task.
+
+    Handing a dask array itself to ``dask.delayed`` would make every task
+    receive the *whole* computed array; this wrapper is opaque to dask, so a
+    task reads only its block plus halo (a dask slice computed on the spot
+    with the synchronous scheduler: zarr reads, no nested cluster calls).
+    """
+
+    def __init__(self, arr: Any) -> None:
+        self.arr = arr
+        self.shape = tuple(int(n) for n in arr.shape)
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, region: tuple[slice, ...]) -> Any:
+        block = self.arr[region]
+        if hasattr(block, "compute"):
+            block = block.compute(scheduler="sync")
+        return block
+
+
+def _source(mask: Any) -> _Reader:
+    """A reader of the array behind a mask (an xarray volume -> its data)."""
+    arr = getattr(mask, "data", mask) if hasattr(mask, "dims") else mask
+    if getattr(arr, "ndim", None) != 3:
+        raise ValueError(f"mask must be 3D (z, y, x); got shape {getattr(arr, 'shape', None)}")
+    return _Reader(arr)
 
 
 def _phase_of(block: Any, phase: int) -> np.ndarray:
@@ -189,8 +213,6 @@ def mesh_voxels(
     """
     _check(method)
     src = _source(mask)
-    if getattr(src, "ndim", None) != 3:
-        raise ValueError(f"mask must be 3D (z, y, x); got shape {getattr(src, 'shape', None)}")
     shape: tuple[int, int, int] = tuple(int(s) for s in src.shape)  # type: ignore[assignment]
     params = dict(params or {})
     block = tuple(int(b) for b in (block_shape or (n + 2 for n in shape)))
