@@ -225,7 +225,7 @@ def _sec_baseline(run: _Run) -> str:
         body += kv_table({"porosity": d.get("porosity"), **{f"threshold.{k}": v for k, v in (d.get("threshold") or {}).items()},
                           **{f"params.{k}": v for k, v in (d.get("params") or {}).items()}})
         if sw:
-            body += img(plots.sensitivity_plot(sw, others), "baseline sensitivity")
+            body += img(plots.sensitivity_plot(sw, others, truth=(d.get("truth") or {}).get("porosity_truth")), "baseline sensitivity")
             body += (f'<p class="note">Over {len(sw["runs"])} parameter settings on {sw["slices"]} slices the baseline\'s porosity '
                      f'ranges from {sw["min"]:.3f} to {sw["max"]:.3f}: a spread of {100 * sw["spread"]:.1f} porosity points '
                      f'(the paper reports up to 10 %).</p>')

@@ -21,7 +21,7 @@ main{padding:8px 32px 40px;max-width:1300px}
 section{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:18px 0;padding:14px 20px}
 h2{font-size:17px;margin:4px 0 10px;color:#1f3a5f}h3{font-size:14px;margin:14px 0 6px}
 img{max-width:100%;height:auto;display:block;margin:8px 0}
-table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0;display:block;overflow-x:auto;max-width:100%}
 td,th{border:1px solid #dde1e7;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#5a6372;font-size:12.5px}.warn{color:#9a3b00;font-size:12.5px}

@@ -171,9 +171,9 @@ def psd_plot(counts: Sequence[int], edges: Sequence[float], fit: Mapping[str, fl
     plt = _plt()
     c = np.asarray(counts, float)
     e = np.asarray(edges, float)
-    if len(c) > 30:  # many close discrete values: regular bins read better
+    if len(c) > 12:  # local thickness takes discrete, lattice-biased values: regular bins read better
         centres = 0.5 * (e[:-1] + e[1:])
-        c, e = np.histogram(centres, bins=30, range=(float(e[0]), float(e[-1])), weights=c)
+        c, e = np.histogram(centres, bins=min(24, max(8, len(c) // 2)), range=(float(e[0]), float(e[-1])), weights=c)
     dens = c / (c.sum() * np.diff(e)) if c.sum() else c
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.bar(e[:-1], dens, width=np.diff(e), align="edge", color="0.72", edgecolor="0.35", label="local thickness (volume-weighted)")
@@ -217,11 +217,13 @@ def method_bars(rows: Sequence[Mapping[str, Any]], keys: Sequence[tuple[str, str
     return png(fig)
 
 
-def sensitivity_plot(sweep: Mapping[str, Any], others: Mapping[str, Sequence[float]] | None = None) -> bytes:
+def sensitivity_plot(sweep: Mapping[str, Any], others: Mapping[str, Sequence[float]] | None = None,
+                     truth: float | None = None) -> bytes:
     """Baseline porosity against each parameter (paper Fig. 1) and the spreads side by side.
 
     ``others`` maps a label (e.g. "porelab") to porosities from its own
-    settings/seeds, drawn as a spread beside the baseline's.
+    settings/seeds, drawn as a spread beside the baseline's; ``truth`` (the
+    true porosity, when known) is a green line on every panel.
     """
     plt = _plt()
     params = list(sweep["by_parameter"].items())
@@ -229,7 +231,11 @@ def sensitivity_plot(sweep: Mapping[str, Any], others: Mapping[str, Sequence[flo
     fig, axes = plt.subplots(1, n, figsize=(2.9 * n, 3.2), squeeze=False)
     default = sweep["default_porosity"]
     lo, hi = sweep["min"], sweep["max"]
+    if truth is not None:
+        lo, hi = min(lo, truth), max(hi, truth)
     for ax, (name, d) in zip(axes[0], params):
+        if truth is not None:
+            ax.axhline(truth, color="C2", lw=1.2, label="truth")
         vals = [str(v) for v in d["values"]]
         ax.plot(range(len(vals)), d["porosity"], "o-", color="C0")
         ax.axhline(default, color="0.4", ls="--", lw=0.8)
@@ -246,6 +252,10 @@ def sensitivity_plot(sweep: Mapping[str, Any], others: Mapping[str, Sequence[flo
         ax.plot([i, i], [v.min(), v.max()], color=f"C{i}", lw=8, alpha=0.5, solid_capstyle="butt")
         ax.plot(np.full(len(v), i), v, "k.", ms=3)
         ax.text(i, v.max() + 0.005, f"{100 * (v.max() - v.min()):.1f} pts", ha="center", fontsize=8)
+    if truth is not None:
+        ax.axhline(truth, color="C2", lw=1.2)
+        axes[0, 0].legend(fontsize=7, loc="upper left")
+    ax.set_ylim(lo - 0.03, hi + 0.04)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([g[0] for g in groups], fontsize=8)
     ax.set_xlim(-0.7, len(groups) - 0.3)
