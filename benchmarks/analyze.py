@@ -30,7 +30,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dask  # noqa: E402
-import dask.array as da  # noqa: E402
 import psutil  # noqa: E402
 
 from pipeline.analyze.store import write_blocks  # noqa: E402
