@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS ?= ml,dev,slurm
+EXTRAS ?= ml,dev,slurm,blender
 
 # Caches stay inside the repo's ignored .cache/, never the home directory.
 export XDG_CACHE_HOME := $(CURDIR)/.cache/xdg

@@ -22,6 +22,29 @@ log = logging.getLogger("porelab.engine")
 # Ray keeps unix sockets under its temp dir; their paths must stay under 108 bytes.
 _MAX_TEMP_DIR_LEN = 40
 
+# One token per process for local instances: Ray's C++ token loader caches the
+# first token it reads, so a second local instance with a new token would be
+# refused by its own driver.
+_local_token: str | None = None
+
+
+def _process_token() -> str:
+    global _local_token
+    if _local_token is None:
+        _local_token = secrets.token_hex(16)
+    return _local_token
+
+
+def _reset_token_cache() -> None:
+    """Drop the token Ray's loader cached from an earlier session in this process."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # older Ray without token auth
+        return
+    reset = getattr(AuthenticationTokenLoader.instance(), "reset_cache", None)
+    if reset is not None:
+        reset()
+
 
 def default_temp_dir() -> Path:
     """Ray's temporary folder: ``$PORELAB_CACHE/ray`` or ``./.cache/ray`` when short enough."""
@@ -80,14 +103,27 @@ def ray_session(
         host_port = split_address(address)
         if address != "auto" and (host_port is None or not tcp_reachable(*host_port)):
             raise UserError(f"no Ray cluster answered at {address}; expected HOST:PORT of a running Ray head")
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UserError(f"no Ray cluster answered at {address} ({exc})") from None
-        try:
-            yield
-        finally:
-            ray.shutdown()
+        # A head bound to loopback (cluster/local) only accepts a driver that
+        # also stays on loopback, which Ray allows only with clusters switched off.
+        loopback = host_port is not None and (host_port[0].startswith("127.") or host_port[0] == "localhost")
+        import ray._private.ray_constants as ray_constants
+
+        saved = ray_constants.ENABLE_RAY_CLUSTER
+        extra = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} if loopback else {}
+        with _env(**extra):
+            if loopback:
+                ray_constants.ENABLE_RAY_CLUSTER = False
+            _reset_token_cache()
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                ray_constants.ENABLE_RAY_CLUSTER = saved
+                raise UserError(f"no Ray cluster answered at {address} ({exc})") from None
+            try:
+                yield
+            finally:
+                ray.shutdown()
+                ray_constants.ENABLE_RAY_CLUSTER = saved
         return
 
     tmp = Path(temp_dir) if temp_dir is not None else default_temp_dir()
@@ -98,7 +134,7 @@ def ray_session(
 
     env = {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or secrets.token_hex(16),
+        "RAY_AUTH_TOKEN": os.environ.get("RAY_AUTH_TOKEN") or _process_token(),
         "RAY_USAGE_STATS_ENABLED": "0",
         # Workers import the package from wherever the driver does.
         "PYTHONPATH": os.pathsep.join(p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p),
@@ -106,6 +142,7 @@ def ray_session(
     saved = ray_constants.ENABLE_RAY_CLUSTER
     with _env(**env):
         ray_constants.ENABLE_RAY_CLUSTER = False
+        _reset_token_cache()
         try:
             ray.init(
                 num_cpus=num_cpus,

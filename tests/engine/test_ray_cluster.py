@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,16 @@ def test_unreachable_ray_is_a_user_error() -> None:
     with pytest.raises(UserError, match="no Ray cluster answered at 127.0.0.1:9"):
         with ray_session("127.0.0.1:9"):
             pass
+
+
+def test_second_local_instance_in_one_process(tmp_path: Path) -> None:
+    """Ray caches the first token it reads; a later local instance must still accept its driver."""
+    ray = pytest.importorskip("ray")
+    for i in range(2):
+        tmp = Path(tempfile.mkdtemp(prefix="plr-", dir="/tmp"))  # unix socket paths must stay short
+        try:
+            with ray_session(num_cpus=1, temp_dir=tmp):
+                assert ray.get(ray.put(i)) == i
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        assert not ray.is_initialized()
