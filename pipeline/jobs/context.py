@@ -139,3 +139,18 @@ class StageContext:
         """An input path from the job file, relative to the job file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.job_dir / p)
+
+    def resolve_store(self, ref: str) -> Path:
+        """The output of an earlier stage named ``ref``, else an existing path relative to the job file.
+
+        Raises
+        ------
+        UserError
+            When ``ref`` is neither an earlier stage of this run nor an existing path.
+        """
+        if ref in self.outputs:
+            return self.outputs[ref]
+        path = self.resolve(ref)
+        if not path.exists():
+            raise UserError(f"stage {self.name!r}: {ref!r} is neither an earlier stage nor an existing path")
+        return path

@@ -43,6 +43,15 @@ class RunResult:
     report: Path | None = None
 
 
+def _references(cfg: Any, source: str | None, hashes: dict[str, str]) -> list[str]:
+    """Earlier stages a stage reads: its input and any setting that names one (truth, path)."""
+    refs = [source] if source else []
+    for value in cfg.model_dump(mode="json", exclude={"name", "input", "stage"}).values():
+        if isinstance(value, str) and value in hashes and value not in refs:
+            refs.append(value)
+    return refs
+
+
 def stage_seed(job_seed: int, stage_name: str) -> int:
     """Seed of one stage, derived from the job seed and the stage name (stable across runs)."""
     return int(np.random.SeedSequence([job_seed, zlib.crc32(stage_name.encode())]).generate_state(1)[0])
@@ -163,7 +172,7 @@ def run_job(
             name = cfg.name or cfg.stage
             source = cfg.input or previous
             seed = stage_seed(spec.seed, name)
-            digest_stage = stage_hash(cfg, seed, [hashes[source]] if source else [])
+            digest_stage = stage_hash(cfg, seed, [hashes[r] for r in _references(cfg, source, hashes)])
             hashes[name] = digest_stage
             before = old.stage(name) if old else None
             if before and before.get("status") == "done" and before.get("hash") == digest_stage and _output_exists(before):

@@ -65,3 +65,38 @@ def test_bad_stage_values_name_the_key(tmp_path: Path, stage: dict, fragment: st
     with pytest.raises(UserError, match="job.yaml") as err:
         load_job(_job(tmp_path, [stage]))
     assert fragment in str(err.value)
+
+
+def test_ingest_reads_a_dataset_stage_and_undoes_its_drift(tmp_path: Path) -> None:
+    """``path: synth`` reads the earlier stage; ``undo_drift`` moves labels back to the drift-free geometry."""
+    job = _job(tmp_path, [
+        {"stage": "synth", "count": 1, "shape": [24, 32, 32], "executor": "local", "figures": False,
+         "structure": {"porosity": 0.5, "median_nm": 60}, "render": {"params": {"drift_px": 1.5}}},
+        {"stage": "ingest", "name": "truth", "path": "synth", "sample": 0, "variable": "labels", "undo_drift": True},
+        {"stage": "ingest", "name": "raw", "path": "synth", "sample": 0, "variable": "labels"},
+    ])
+    assert main(["run", str(job), "--runs-dir", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "syn"
+    import zarr
+
+    from pipeline.io.volume import open_volume
+
+    drift = np.asarray(zarr.open_group(run / "synth.zarr", mode="r")["drift_px"][0])
+    assert np.abs(np.diff(drift, axis=0)).max() > 0  # the renderer did move slices
+    raw = open_volume(run / "raw.zarr").values
+    undone = open_volume(run / "truth.zarr").values
+    assert undone.dtype == np.uint8 and set(np.unique(undone)) <= {0, 1}
+    ref = np.round(np.median(drift, axis=0)).astype(int)
+    m = int(np.abs(drift - ref).max()) + 1
+    assert m < 10
+    Y, X = raw.shape[1:]
+    for z in range(raw.shape[0]):
+        sy, sx = (drift[z] - ref).tolist()
+        # slice z moved back by (sy, sx); compare away from the border that came into view
+        np.testing.assert_array_equal(undone[z, m:Y - m, m:X - m], raw[z, m + sy:Y - m + sy, m + sx:X - m + sx])
+
+
+def test_undo_drift_of_an_image_stack_is_a_user_error(tmp_path: Path) -> None:
+    np.save(tmp_path / "stack.npy", np.zeros((4, 8, 8), np.uint8))
+    job = _job(tmp_path, [{"stage": "ingest", "path": "stack.npy", "voxel_size_nm": [5, 5, 5], "undo_drift": True}])
+    assert main(["run", str(job), "--runs-dir", str(tmp_path / "runs")]) == 2

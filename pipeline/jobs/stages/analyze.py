@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 
-__all__ = ["Config", "run", "resolve_volume", "summary", "write_json"]
+__all__ = ["Config", "run", "summary", "write_json"]
 
 
 class Config(StageConfig):
@@ -29,16 +29,6 @@ class Config(StageConfig):
     n_radii: int = Field(64, ge=2, le=1024, description="Most radii of the local-thickness sweep.")
     tortuosity: bool = Field(True, description="Geometric tortuosity per axis (in memory, volumes up to 32 Mvoxel).")
     write_thickness: bool = Field(False, description="Also write the local-thickness volume (nm) as thickness.zarr.")
-
-
-def resolve_volume(ctx: StageContext, ref: str) -> Path:
-    """A stage name of this run (its output) or a store path relative to the job file."""
-    if ref in ctx.outputs:
-        return ctx.outputs[ref]
-    path = ctx.resolve(ref)
-    if not path.exists():
-        raise UserError(f"stage {ctx.name!r}: {ref!r} is neither an earlier stage nor an existing store")
-    return path
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -91,7 +81,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     vs = voxel_size_of(vol)
     truth = None
     if cfg.truth:
-        truth = open_volume(resolve_volume(ctx, cfg.truth))
+        truth = open_volume(ctx.resolve_store(cfg.truth))
         if truth.shape != vol.shape:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
     try:

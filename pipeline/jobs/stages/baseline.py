@@ -49,7 +49,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     from pipeline.analyze.truth import truth_metrics
     from pipeline.baseline import BaselineParams, sensitivity_sweep
     from pipeline.io.volume import as_volume, open_volume, voxel_size_of
-    from pipeline.jobs.stages.analyze import resolve_volume, write_json
+    from pipeline.jobs.stages.analyze import write_json
 
     ctx.dask()
     vol = open_volume(ctx.require_input("a grey image volume"))
@@ -60,7 +60,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     metrics: dict = {"porosity": float(written.data.mean().compute()), **info}
     result: dict = {"threshold": info, "porosity": metrics["porosity"], "params": cfg.params.model_dump()}
     if cfg.truth:
-        tv = open_volume(resolve_volume(ctx, cfg.truth))
+        tv = open_volume(ctx.resolve_store(cfg.truth))
         if tv.shape != vol.shape:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {tv.shape}, the image {vol.shape}")
         result["truth"] = metrics["truth"] = truth_metrics(written.data, tv.data)

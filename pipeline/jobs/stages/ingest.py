@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+import dask.array as da
+import numpy as np
+import xarray as xr
 from pydantic import Field, field_validator
 
 from pipeline.io.ingest import slab_shape, stack_volume
@@ -25,12 +29,20 @@ class Config(StageConfig):
     """
 
     stage: Literal["ingest"] = "ingest"
-    path: str = Field(description="Stack or store to read; relative paths are read from the job file's folder.")
+    path: str = Field(
+        description="Stack or store to read (relative paths are read from the job file's folder), "
+        "or the name of an earlier stage whose store to read (a synth dataset, say)."
+    )
     voxel_size_nm: tuple[float, float, float] | None = Field(
         default=None, description="Voxel size Z, Y, X in nm (required for image stacks)."
     )
     variable: str = Field(default="image", description="Variable to read from a zarr store (image, labels...).")
     sample: int | None = Field(default=None, ge=0, description="Sample index when the store is a dataset.")
+    undo_drift: bool = Field(
+        default=False,
+        description="Dataset samples only: move each slice back by the stage drift the renderer applied "
+        "(relative to its median, as the correct stage does), so that labels line up with a drift-corrected image.",
+    )
 
     @field_validator("voxel_size_nm")
     @classmethod
@@ -42,11 +54,15 @@ class Config(StageConfig):
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
     """Stream the stack into ``<name>.zarr`` with per-slab done markers."""
-    path = ctx.resolve(cfg.path)
+    path = ctx.resolve_store(cfg.path)
     if is_zarr_store(path):
         vol = volume_from_store(path, variable=cfg.variable, sample=cfg.sample, voxel_size_nm=cfg.voxel_size_nm)
+        if cfg.undo_drift:
+            vol = _undo_drift(vol, path, cfg.sample, ctx.name)
         block_shape = None
     else:
+        if cfg.undo_drift:
+            raise UserError(f"stage {ctx.name!r}: undo_drift needs a synthetic dataset store, not the stack {path}")
         if cfg.voxel_size_nm is None:
             raise UserError(f"stage {ctx.name!r}: voxel_size_nm is required to read the image stack {path}")
         source = open_stack(path)
@@ -63,3 +79,20 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
             "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0),
         },
     )
+
+
+def _undo_drift(vol: xr.DataArray, path: Path, sample: int | None, stage: str) -> xr.DataArray:
+    """Shift slice z of a dataset sample by ``-(drift_px[z] - median)`` whole pixels (what the renderer applied)."""
+    import zarr
+
+    from pipeline.correct.drift import apply_shifts_dask
+
+    root = zarr.open_group(path, mode="r")
+    if "drift_px" not in root or sample is None:
+        raise UserError(f"stage {stage!r}: undo_drift needs a synthetic dataset with drift_px and a sample index; {path} has none")
+    drift = np.asarray(root["drift_px"][sample], dtype=np.float64)
+    shifts = -(drift - np.round(np.median(drift, axis=0)))
+    moved = apply_shifts_dask(vol.data, shifts)
+    if np.issubdtype(vol.dtype, np.integer):  # integer shifts: linear interpolation is exact, round back
+        moved = da.round(moved).astype(vol.dtype)
+    return vol.copy(data=moved)

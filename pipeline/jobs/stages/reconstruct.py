@@ -48,7 +48,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     import time
 
     from pipeline.io.volume import open_volume, voxel_size_of
-    from pipeline.jobs.stages.analyze import resolve_volume, write_json
+    from pipeline.jobs.stages.analyze import write_json
     from pipeline.reconstruct import enclosed_porosity, mesh_metrics, mesh_volume, write_mesh
 
     ctx.dask()
@@ -56,7 +56,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     vs = voxel_size_of(vol)
     truth_mesh = truth_por = None
     if cfg.truth:
-        tv = open_volume(resolve_volume(ctx, cfg.truth))
+        tv = open_volume(ctx.resolve_store(cfg.truth))
         if tv.shape != vol.shape:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {tv.shape}, the labels {vol.shape}")
         truth_mesh = mesh_volume(tv, cfg.truth_method, voxel_size_nm=vs, phase=cfg.phase, block_shape=cfg.block_shape, seed=ctx.seed)
