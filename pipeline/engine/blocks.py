@@ -49,8 +49,18 @@ def done_blocks(markers: Path | None) -> set[str]:
 def _write_block(block: np.ndarray, store: str, region: tuple[slice, ...], marker: str | None) -> int:
     from pipeline.backend import to_numpy
 
-    arr = zarr.open_array(store, mode="r+")
-    arr[region] = to_numpy(block).astype(arr.dtype, copy=False)
+    # Every chunk of a block is written, fill-valued or not: zarr's check for
+    # "equal to the fill value" costs as much as compressing the chunk, and the
+    # done markers, not chunk presence, say what is complete.
+    arr = zarr.open_array(store, mode="r+").with_config({"write_empty_chunks": True})
+    block = to_numpy(block).astype(arr.dtype, copy=False)
+    # One chunk per write: zarr hands a value of exactly one chunk's shape to the
+    # codecs as it is, where a larger value is first copied chunk by chunk into
+    # fresh buffers on its single event-loop thread.
+    offset = [r.start for r in region]
+    for _, sub in block_regions(block.shape, arr.chunks):
+        target = tuple(slice(o + s.start, o + s.stop) for o, s in zip(offset, sub))
+        arr[target] = np.ascontiguousarray(block[sub])
     if marker is not None:
         tmp = f"{marker}.tmp-{os.getpid()}"
         with open(tmp, "wb") as fh:
@@ -128,9 +138,12 @@ def store_blocks(
     if max_in_flight is None:
         threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
         max_in_flight = max(2, threads + max(1, threads // 2))
+    # data is chunked by block, so each block is one dask chunk: its delayed
+    # value (with the graph culled to that block) is the chunk itself, where
+    # passing data.blocks[...] would concatenate a copy of it.
     tasks = [
         dask.delayed(_write_block)(
-            data.blocks[index],
+            data.blocks[index].to_delayed(optimize_graph=True).item(),
             store,
             region,
             None if marker_dir is None else str(_marker(marker_dir, index)),
@@ -152,8 +165,26 @@ def store_blocks(
                 if nxt is not None:
                     queue.add(client.compute(nxt))
         else:
-            for start in range(0, len(tasks), max_in_flight):
-                batch = tasks[start : start + max_in_flight]
-                dask.compute(*batch)
-                bar.update(len(batch))
+            _compute_in_threads(tasks, min(max_in_flight, os.cpu_count() or 1), bar)
     return len(todo)
+
+
+def _compute_in_threads(tasks: list[Any], n_threads: int, bar: Any) -> None:
+    """Compute independent block tasks on ``n_threads`` threads, each block's graph on the synchronous scheduler.
+
+    A thread takes the next block as soon as it is free (no batch barrier), and
+    only ``n_threads`` blocks are in memory at once. The first error cancels the
+    blocks not started and is raised.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=max(1, n_threads), thread_name_prefix="porelab-block")
+    try:
+        running = {pool.submit(dask.compute, t, scheduler="sync") for t in tasks}
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                fut.result()
+                bar.update(1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
+from pipeline.io.volume import compressors_for
 
 __all__ = [
     "sample_id",
@@ -60,12 +61,6 @@ def sample_id(index: int) -> str:
 def figures_dir(path: str | os.PathLike[str]) -> Path:
     """Folder of the dataset's card, plots and panels (inside the store)."""
     return Path(path) / "figures"
-
-
-def _compressors() -> list[Any]:
-    import zarr
-
-    return [zarr.codecs.BloscCodec(cname="zstd", clevel=3, shuffle=zarr.codecs.BloscShuffle.bitshuffle)]
 
 
 def create_store(
@@ -120,7 +115,7 @@ def create_store(
         "axis": ("axis", np.array(["y", "x"], dtype=object)),
     }
     ds = xr.Dataset(data_vars, coords=coords, attrs={"voxel_size_nm": vs, "build_key": build_key, "complete": False})
-    enc = {k: {"chunks": ds[k].data.chunksize, "compressors": _compressors(), "fill_value": 0} for k in data_vars}
+    enc = {k: {"chunks": ds[k].data.chunksize, "compressors": compressors_for(k), "fill_value": 0} for k in data_vars}
     ds.to_zarr(path, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=enc)
     root = zarr.open_group(path, mode="r+")
     root.require_group("records")
@@ -181,7 +176,7 @@ def write_sample(
     sph = np.zeros((0, 4), np.float32) if spheres is None else np.asarray(spheres, np.float32).reshape(-1, 4)
     group = root["spheres"]
     group.create_array(sid, shape=sph.shape, dtype=np.float32, chunks=(max(1, min(len(sph), 65536)), 4),
-                       dimension_names=("sphere", "field"), overwrite=True, compressors=_compressors(),
+                       dimension_names=("sphere", "field"), overwrite=True, compressors=compressors_for("spheres"),
                        attributes={"fields": ["z_nm", "y_nm", "x_nm", "diameter_nm"]})
     if len(sph):
         group[sid][...] = sph
