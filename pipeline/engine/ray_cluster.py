@@ -143,6 +143,10 @@ def ray_session(
     with _env(**env):
         ray_constants.ENABLE_RAY_CLUSTER = False
         _reset_token_cache()
+        # Ray warns on every start that it turned token auth on by default: porelab did that on purpose.
+        quiet = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         try:
             ray.init(
                 num_cpus=num_cpus,
@@ -151,9 +155,11 @@ def ray_session(
                 log_to_driver=False,
                 configure_logging=False,
             )
+            quiet.setLevel(level)
             log.info("Ray local instance on %s, %s CPUs", ray.get_runtime_context().gcs_address, num_cpus or "all")
             yield
         finally:
+            quiet.setLevel(level)
             ray.shutdown()
             ray_constants.ENABLE_RAY_CLUSTER = saved
             if sys.exc_info()[0] is None and temp_dir is None:
