@@ -55,15 +55,33 @@ class TiltParams:
 
 @dataclass
 class DestripeParams:
-    """Curtaining removal: ``profile`` (median residue across x, significance-thresholded column profile)."""
+    """Curtaining removal (:mod:`pipeline.correct.destripe`).
+
+    ``histogram`` (default): every column's histogram of flat pixels registered
+    on the slice's; ``keep`` fraction of flattest pixels, trends broader than
+    ``background_px`` kept, offsets up to ``max_amplitude`` of the range.
+    ``profile``: median residue across x over a window of ``width`` px.
+    ``threshold``: significance in standard errors (None: 2.5 for histogram,
+    3.0 for profile).
+    """
 
     enabled: bool = True
-    method: Literal["profile"] = "profile"
+    method: Literal["histogram", "profile"] = "histogram"
+    threshold: float | None = None
+    keep: float = 0.6
+    background_px: int = 64
+    max_amplitude: float = 0.25
     width: int = 15
-    threshold: float = 3.0
 
     def params(self) -> dict[str, Any]:
-        return {"width": self.width, "threshold": self.threshold}
+        """Keyword arguments of the chosen method's function."""
+        if self.method == "profile":
+            out: dict[str, Any] = {"width": self.width}
+        else:
+            out = {"keep": self.keep, "background_px": self.background_px, "max_amplitude": self.max_amplitude}
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
 
 
 @dataclass

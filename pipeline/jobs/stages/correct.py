@@ -21,9 +21,17 @@ class Tilt(Strict):
 
 class Destripe(Strict):
     enabled: bool = Field(True, description="Remove vertical curtaining stripes.")
-    method: Literal["profile"] = Field("profile", description="Column profile of the median residue across x.")
-    width: int = Field(15, ge=3, le=255, description="Median window across x in px; finds stripes up to about width/2 wide.")
-    threshold: float = Field(3.0, ge=0, le=20, description="Columns under this many standard errors are left alone.")
+    method: Literal["histogram", "profile"] = Field(
+        "histogram",
+        description="histogram: each column's histogram of flat pixels registered on the slice's; profile: median residue across x.",
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=20, description="Columns under this many standard errors are left alone (default 2.5 histogram, 3.0 profile)."
+    )
+    keep: float = Field(0.6, gt=0, le=1, description="histogram: fraction of the flattest pixels used.")
+    background_px: int = Field(64, ge=0, le=100000, description="histogram: trends across x broader than about this (px) are kept as illumination.")
+    max_amplitude: float = Field(0.25, gt=0, le=1, description="histogram: largest stripe searched, as a fraction of the intensity range.")
+    width: int = Field(15, ge=3, le=255, description="profile: median window across x in px; finds stripes up to about width/2 wide.")
 
 
 class Illumination(Strict):
