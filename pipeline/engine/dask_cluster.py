@@ -14,7 +14,7 @@ import psutil
 from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
-__all__ = ["dask_client", "default_workers"]
+__all__ = ["dask_client", "default_workers", "cluster_memory", "fits_in_memory"]
 
 log = logging.getLogger("porelab.engine")
 
@@ -28,6 +28,35 @@ def default_workers(cpu_count: int | None = None) -> tuple[int, int]:
     if cpu_count is None:
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, int(cpu_count)), 1
+
+
+def cluster_memory() -> int:
+    """Bytes of memory the active Dask scheduler can hold data in.
+
+    With a ``distributed`` client: the sum of the workers' memory limits
+    (a worker without a limit counts as this machine's available memory).
+    Without one (threaded scheduler, in this process): this machine's
+    available memory.
+    """
+    available = int(psutil.virtual_memory().available)
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return available
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return sum(int(w.get("memory_limit") or available) for w in workers.values()) or available
+
+
+def fits_in_memory(nbytes: int, fraction: float = 0.3) -> bool:
+    """Whether ``nbytes`` of data may be kept in the cluster's memory (see :func:`cluster_memory`).
+
+    ``fraction`` leaves room for the work on top of the kept data (blocks
+    in flight, their temporaries, the result) below the workers' spill
+    threshold (60 % by default).
+    """
+    return 0 <= nbytes <= fraction * cluster_memory()
 
 
 def _check_address(address: str) -> None:

@@ -106,26 +106,10 @@ class StageContext:
         hash, versions). Runs on the run's Dask client.
         """
         from pipeline.engine.blocks import store_blocks
-        from pipeline.io.volume import create_volume_store, provenance
-
-        import zarr
 
         self.dask()
         path = self.path(filename)
-        markers = self.work_dir / f"{filename}.blocks-{self.stage_hash[:12]}"
-        attrs = dict(vol.attrs)
-        attrs["provenance"] = provenance(self.name, params, job_hash=self.job_hash)
-        template = vol.copy(data=vol.data) if isinstance(vol.data, da.Array) else vol
-        template = template.assign_attrs(attrs)
-        if markers.exists() and path.exists():
-            target = zarr.open_array(path / str(vol.name or "image"), mode="r+")
-        else:
-            for old in self.work_dir.glob(f"{filename}.blocks-*"):
-                import shutil
-
-                shutil.rmtree(old)
-            target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
-            markers.mkdir(parents=True)
+        target, markers = self._open_target(vol, filename, "blocks", params=params, chunks=chunks, dtype=dtype)
         data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
         if dtype is not None:
             data = data.astype(dtype)
@@ -134,6 +118,93 @@ class StageContext:
         )
         self.blocks_computed[filename] = computed
         return path
+
+    def write_volume_two_pass(
+        self,
+        vol: xr.DataArray,
+        filename: str,
+        *,
+        summary: Callable[[Any], np.ndarray],
+        finish: Callable[[np.ndarray, Callable[[Callable[[Any], Any]], list[Any]]], dict[str, Any]],
+        apply: Callable[[Any, dict[str, Any]], Any],
+        params: dict[str, Any] | None = None,
+        chunks: Sequence[int] | None = None,
+        dtype: Any = None,
+        progress: str | None = None,
+    ) -> Path:
+        """Write a volume whose values need a statistic of the whole volume, computing ``vol`` once, resumably.
+
+        Pass 1 writes ``vol``'s blocks as they are (as ``dtype``) while
+        summing ``summary(block)`` over all blocks; ``finish(total, collect)``
+        gives a small JSON state (``collect`` may take another look at the
+        stored blocks), merged into the store's attrs; pass 2 rewrites
+        every block in place as ``apply(block, state)``. Out-of-core: no
+        block is kept. See :func:`pipeline.engine.two_pass.store_two_pass`
+        for the markers that make a killed run finish without applying a
+        block twice.
+
+        Parameters
+        ----------
+        vol : xarray.DataArray
+            The volume before ``apply`` (lazy); its attrs go to the store.
+        filename : str
+            Store name inside the run folder.
+        summary, finish, apply : callable
+            As in :func:`pipeline.engine.two_pass.store_two_pass`.
+        params, chunks, dtype, progress
+            As in :meth:`write_volume`; ``dtype`` is the store's, the same
+            for both passes.
+        """
+        from pipeline.engine.two_pass import store_two_pass
+
+        self.dask()
+        path = self.path(filename)
+        target, markers = self._open_target(vol, filename, "twopass", params=params, chunks=chunks, dtype=dtype)
+        data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
+        result = store_two_pass(
+            data, target, markers=markers, summary=summary, finish=finish, apply=apply,
+            progress=progress or f"{self.name}: {filename}",
+        )
+        target.attrs.update(result.state)
+        self.blocks_computed[filename] = result.computed + result.recomputed
+        return path
+
+    def _open_target(
+        self,
+        vol: xr.DataArray,
+        filename: str,
+        kind: str,
+        *,
+        params: dict[str, Any] | None,
+        chunks: Sequence[int] | None,
+        dtype: Any,
+    ) -> tuple[Any, Path]:
+        """The store to write ``vol`` into and its marker folder, reused when they belong to this stage hash and ``kind``.
+
+        Otherwise (another hash, another kind of write, or no store) every
+        old marker folder of ``filename`` is removed and the store created
+        afresh with provenance in its attrs.
+        """
+        import shutil
+
+        import zarr
+
+        from pipeline.io.volume import create_volume_store, provenance
+
+        path = self.path(filename)
+        markers = self.work_dir / f"{filename}.{kind}-{self.stage_hash[:12]}"
+        if markers.exists() and path.exists():
+            return zarr.open_array(path / str(vol.name or "image"), mode="r+"), markers
+        for pattern in (f"{filename}.blocks-*", f"{filename}.twopass-*"):
+            for old in self.work_dir.glob(pattern):
+                shutil.rmtree(old)
+        attrs = dict(vol.attrs)
+        attrs["provenance"] = provenance(self.name, params, job_hash=self.job_hash)
+        template = vol.copy(data=vol.data) if isinstance(vol.data, da.Array) else vol
+        template = template.assign_attrs(attrs)
+        target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
+        markers.mkdir(parents=True)
+        return target, markers
 
     def resolve(self, path: str) -> Path:
         """An input path from the job file, relative to the job file's folder."""

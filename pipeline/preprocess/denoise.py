@@ -23,6 +23,8 @@ __all__ = [
     "bilateral",
     "denoise",
     "halo_depth",
+    "output_range",
+    "merged_chunks",
     "denoise_dask",
     "estimate_noise_sigma",
 ]
@@ -41,6 +43,11 @@ def _check(image: Any, dims: int) -> None:
 def _float(image: Any) -> Any:
     xp = xp_of(image)
     return image if image.dtype in (np.float32, np.float64) else image.astype(xp.float32)
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    """float64 stays float64; everything else is filtered as float32."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 
 def gaussian(image: Any, sigma: float = 1.0, *, dims: int = 2, truncate: float = 4.0, mode: str = "reflect") -> Any:
@@ -68,7 +75,10 @@ def gaussian(image: Any, sigma: float = 1.0, *, dims: int = 2, truncate: float =
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0 voxels; got {sigma}")
     sig = (0.0, sigma, sigma) if dims == 2 else (sigma, sigma, sigma)
-    return ndimage_of(image).gaussian_filter(_float(image), sig, truncate=truncate, mode=mode)
+    # The filter reads any dtype into float64 line buffers, so writing float32 straight
+    # from integer input equals filtering a float32 copy, without the copy.
+    out = xp_of(image).empty(image.shape, dtype=_float_dtype(image.dtype))
+    return ndimage_of(image).gaussian_filter(image, sig, output=out, truncate=truncate, mode=mode)
 
 
 def median(image: Any, size: int = 3, *, dims: int = 2, mode: str = "reflect") -> Any:
@@ -192,6 +202,37 @@ def halo_depth(method: Method, *, dims: int = 2, **params: Any) -> tuple[int, in
     return (r if dims == 3 else 0, r, r)
 
 
+def output_range(method: Method, input_range: tuple[float, float], *, mode: str = "reflect") -> tuple[float, float]:
+    """A range that holds every output value of ``method``, from the input's ``(min, max)``.
+
+    Every filter here returns, per voxel, a weighted average with
+    non-negative weights summing to one (gaussian, bilateral) or one of the
+    values it reads (median, none), so its output stays within the range of
+    the values it reads: the input's, plus the padding value 0 when
+    ``mode="constant"``. Lets the histogram of a filtered volume be binned
+    before the filter runs (no min/max pass over the filtered data).
+
+    Parameters
+    ----------
+    method : {"none", "gaussian", "median", "bilateral"}
+    input_range : (float, float)
+        Minimum and maximum of the input, in its units.
+    mode : str
+        Border rule the filter is run with.
+
+    Returns
+    -------
+    (float, float)
+        ``(lo, hi)`` in the input's units.
+    """
+    if method not in METHODS:
+        raise ValueError(f"denoise method {method!r} is not one of {METHODS}")
+    lo, hi = (float(v) for v in input_range)
+    if mode == "constant" and method != "none":
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    return lo, hi
+
+
 def denoise_dask(arr: da.Array, method: Method = "gaussian", *, dims: int = 2, mode: str = "reflect", **params: Any) -> da.Array:
     """Map :func:`denoise` over the chunks of ``arr`` with its exact halo.
 
@@ -199,13 +240,16 @@ def denoise_dask(arr: da.Array, method: Method = "gaussian", *, dims: int = 2, m
     (``boundary="none"``: nothing is invented at the volume's edges, where the
     filter applies its own ``mode``), filtered, and trimmed; the result equals
     ``denoise`` on the whole array. Chunks smaller than the halo are merged
-    first.
+    first. Along an axis held in one chunk there is no neighbour to read
+    from, so no halo is exchanged there (full-slice chunks need none for 2D
+    filters).
     """
     if method == "none":
         return arr
     depth = halo_depth(method, dims=dims, **params)
     dtype = arr.dtype if method == "median" else (np.float64 if arr.dtype == np.float64 else np.float32)
     arr = _ensure_min_chunks(arr, depth)
+    depth = tuple(d if len(c) > 1 else 0 for d, c in zip(depth, arr.chunks))
     if max(depth) == 0:
         return arr.map_blocks(denoise, method=method, dims=dims, mode=mode, dtype=dtype, **params)
     return da.map_overlap(
@@ -220,6 +264,44 @@ def denoise_dask(arr: da.Array, method: Method = "gaussian", *, dims: int = 2, m
         mode=mode,
         **params,
     )
+
+
+#: Largest block :func:`merged_chunks` makes: 2**23 voxels, 32 MiB as float32.
+MERGE_VOXELS = 1 << 23
+
+
+def merged_chunks(chunks: tuple[tuple[int, ...], ...], depth: tuple[int, ...], max_voxels: int = MERGE_VOXELS) -> tuple[tuple[int, ...], ...]:
+    """Chunks for filtering: whole chunks merged along y, then x, into full slices while blocks stay small.
+
+    A filter's tasks cost per block (scheduling, halo exchange with every
+    neighbour) besides their voxels; blocks that span whole slices have no
+    neighbour along y and x, so a 2D filter exchanges no halo at all. An
+    axis with a halo (``depth > 0``) is merged into one chunk when the
+    largest block then holds at most ``max_voxels``. Chunks are only merged,
+    never split, so rechunking to the result moves no data inside a chunk.
+
+    Parameters
+    ----------
+    chunks : tuple of tuple of int
+        Dask chunks of a (z, y, x) array.
+    depth : (int, int, int)
+        The filter's halo per axis (:func:`halo_depth`).
+    max_voxels : int
+        Largest block allowed after merging.
+
+    Returns
+    -------
+    tuple of tuple of int
+        The new chunks (``chunks`` itself when nothing merges).
+    """
+    out = list(chunks)
+    for axis in (1, 2):
+        if depth[axis] == 0 or len(out[axis]) == 1:
+            continue
+        merged = out[:axis] + [(sum(out[axis]),)] + out[axis + 1 :]
+        if int(np.prod([max(c) for c in merged])) <= max_voxels:
+            out = merged
+    return tuple(out)
 
 
 def _ensure_min_chunks(arr: da.Array, depth: tuple[int, ...]) -> da.Array:

@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.preprocess.denoise import bilateral, denoise, denoise_dask, gaussian, halo_depth
+from pipeline.preprocess.denoise import bilateral, denoise, denoise_dask, gaussian, halo_depth, merged_chunks, output_range
 
 CASES = [
     ("gaussian", {"sigma": 1.0}),
@@ -58,3 +58,45 @@ def test_bad_arguments() -> None:
         denoise(a, "wiener")
     with pytest.raises(ValueError):
         gaussian(a[0], 1.0)
+
+
+@pytest.mark.parametrize("method,params", [("none", {})] + CASES)
+@pytest.mark.parametrize("mode", ["reflect", "nearest", "constant"])
+def test_output_stays_in_the_range_output_range_gives(method: str, params: dict, mode: str) -> None:
+    rng = np.random.default_rng(2)
+    a = (200 + 300 * rng.random((5, 19, 23))).astype(np.float32)  # all far from 0: "constant" pads with 0
+    lo, hi = output_range(method, (float(a.min()), float(a.max())), mode=mode)
+    out = denoise(a, method, dims=3, mode=mode, **params)
+    assert lo <= out.min() and out.max() <= hi
+    assert (lo, hi) == ((0.0, float(a.max())) if mode == "constant" and method != "none" else (float(a.min()), float(a.max())))
+    if mode == "constant" and method in ("gaussian", "median"):
+        assert out.min() < a.min()  # the zero padding does reach the output: the input's range alone would be wrong
+
+
+def test_output_range_rejects_unknown_methods() -> None:
+    with pytest.raises(ValueError):
+        output_range("wiener", (0.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_gaussian_of_integers_equals_gaussian_of_their_float32_copy(dtype: type) -> None:
+    a = np.random.default_rng(3).integers(0, 200, (4, 33, 35)).astype(dtype)
+    got = gaussian(a, 1.3, dims=3)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, gaussian(a.astype(np.float32), 1.3, dims=3))
+    assert gaussian(a.astype(np.float64), 1.3).dtype == np.float64
+
+
+def test_no_halo_along_axes_held_in_one_chunk() -> None:
+    a = np.random.default_rng(4).integers(0, 1000, (9, 30, 28)).astype(np.uint16)
+    slabs = denoise_dask(da.from_array(a, chunks=(2, 30, 28)), "gaussian", dims=2, sigma=1.5)
+    assert not any("overlap" in str(k) for k in dict(slabs.__dask_graph__()))  # one task per slab, nothing exchanged
+    np.testing.assert_array_equal(slabs.compute(scheduler="sync"), gaussian(a, 1.5))
+
+
+def test_merged_chunks_join_whole_chunks_into_slices_while_blocks_stay_small() -> None:
+    chunks = ((32, 32, 7), (256, 256), (256, 256, 100))
+    assert merged_chunks(chunks, (0, 4, 4), max_voxels=32 * 512 * 612) == ((32, 32, 7), (512,), (612,))
+    assert merged_chunks(chunks, (0, 4, 4)) == ((32, 32, 7), (512,), (256, 256, 100))  # 32 x 512 x 612 > 2**23
+    assert merged_chunks(chunks, (0, 4, 4), max_voxels=1000) == chunks  # never split, never too large
+    assert merged_chunks(chunks, (0, 0, 0)) == chunks  # nothing to exchange, nothing to gain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -10,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.jobs.base import StageConfig, StageOutput, Strict
 from pipeline.jobs.context import StageContext
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "run", "plan", "preprocess", "write_two_pass"]
 
 
 class Denoise(Strict):
@@ -38,33 +39,95 @@ class Config(StageConfig):
     normalize: Normalize = Field(default_factory=Normalize)
 
 
-def preprocess(vol, cfg: Config):  # noqa: ANN001, ANN201 - shared with the CLI
-    """Run :func:`pipeline.preprocess.chain.preprocess_volume` with a Config; ValueError becomes UserError."""
-    from pipeline.preprocess.chain import DenoiseParams, NormalizeParams, preprocess_volume
-
+def _check(cfg: Config) -> None:
     if cfg.denoise.method == "median" and cfg.denoise.size % 2 == 0:
         raise UserError(f"preprocess: median size {cfg.denoise.size} is even; expected an odd number of voxels")
     if cfg.normalize.low >= cfg.normalize.high:
         raise UserError(f"preprocess: percentiles low={cfg.normalize.low} high={cfg.normalize.high}; expected low < high")
+
+
+def plan(vol, cfg: Config):  # noqa: ANN001, ANN201 - xarray in, PreprocessPlan out
+    """:func:`pipeline.preprocess.chain.plan_preprocess` with a Config; ValueError becomes UserError."""
+    from pipeline.preprocess.chain import DenoiseParams, NormalizeParams, plan_preprocess
+
+    _check(cfg)
     try:
-        return preprocess_volume(vol, DenoiseParams(**cfg.denoise.model_dump()), NormalizeParams(**cfg.normalize.model_dump()))
+        return plan_preprocess(vol, DenoiseParams(**cfg.denoise.model_dump()), NormalizeParams(**cfg.normalize.model_dump()))
     except ValueError as exc:
         raise UserError(f"preprocess: {exc}") from None
 
 
+def preprocess(vol, cfg: Config, *, persist: bool | None = None, plan_=None):  # noqa: ANN001, ANN201 - shared with the CLI
+    """Run :func:`pipeline.preprocess.chain.preprocess_volume` with a Config; ValueError becomes UserError.
+
+    ``persist`` as in :func:`~pipeline.preprocess.chain.preprocess_volume`;
+    ``plan_`` a :func:`plan` of ``vol`` already made.
+    """
+    from pipeline.preprocess.chain import run_plan
+
+    p = plan_ if plan_ is not None else plan(vol, cfg)
+    try:
+        return run_plan(p, vol, persist=persist)
+    except ValueError as exc:
+        raise UserError(f"preprocess: {exc}") from None
+
+
+def write_two_pass(ctx: StageContext, vol, cfg: Config, p) -> Path:  # noqa: ANN001 - xarray, PreprocessPlan
+    """Write the denoised blocks while counting them, then normalise them in place (filter runs once, out-of-core).
+
+    ``p`` is :func:`plan` of ``vol``; the store is ``<ctx.name>.zarr``, resumable.
+    """
+    import functools
+
+    import numpy as np
+    import xarray as xr
+
+    from pipeline.preprocess.chain import normalize_with_state
+
+    filtered = xr.DataArray(p.filtered, dims=vol.dims, coords=vol.coords, name=vol.name, attrs=p.attrs)
+    spec = p.histogram_spec(counted=np.float32)  # counted as stored
+    return ctx.write_volume_two_pass(
+        filtered,
+        f"{ctx.name}.zarr",
+        params=cfg.model_dump(mode="json"),
+        dtype=np.float32,
+        summary=spec.count,
+        finish=functools.partial(p.normalization_state, spec=spec, dtype=np.float32),
+        apply=functools.partial(normalize_with_state, clip=cfg.normalize.clip),
+    )
+
+
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
-    """Preprocess the input volume into ``<name>.zarr`` (float32)."""
+    """Preprocess the input volume into ``<name>.zarr`` (float32).
+
+    The denoised volume is kept in the workers' memory while its histogram
+    is counted when it fits there (30 % of it); otherwise, unless slices are
+    histogram-matched, it is written to the output store while counted and
+    normalised there in place (:meth:`StageContext.write_volume_two_pass`).
+    Either way the filter runs once per block.
+    """
+    from pipeline.engine.dask_cluster import fits_in_memory
     from pipeline.io.volume import open_volume
 
     ctx.dask()
     vol = open_volume(ctx.require_input())
-    out = preprocess(vol, cfg)
-    path = ctx.write_volume(out, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
+    p = plan(vol, cfg)
+    name = f"{ctx.name}.zarr"
+    if cfg.normalize.enabled and not cfg.normalize.match_histograms and not fits_in_memory(p.result_nbytes):
+        try:
+            path = write_two_pass(ctx, vol, cfg, p)
+        except ValueError as exc:
+            raise UserError(f"preprocess: {exc}") from None
+        shape, lo_hi = p.filtered.shape, open_volume(path).attrs.get("normalization_range")
+    else:
+        out = preprocess(vol, cfg, plan_=p)
+        path = ctx.write_volume(out, name, params=cfg.model_dump(mode="json"))
+        shape, lo_hi = out.shape, out.attrs.get("normalization_range")
     return StageOutput(
         path=path,
         metrics={
-            "shape": list(out.shape),
-            "normalization_range": out.attrs.get("normalization_range"),
-            "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0),
+            "shape": list(shape),
+            "normalization_range": lo_hi,
+            "blocks_computed": ctx.blocks_computed.get(name, 0),
         },
     )
