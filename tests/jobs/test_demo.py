@@ -1,0 +1,28 @@
+"""The shipped demo job runs end to end, measures against its truth, and a second run does nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"
+
+
+@pytest.mark.slow
+def test_demo_job_end_to_end(tmp_path: Path) -> None:
+    from pipeline.jobs.runner import run_job
+
+    result = run_job(DEMO, runs_dir=tmp_path)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    stages = {s["name"]: s for s in manifest["stages"]}
+    assert all(s["status"] == "done" for s in stages.values())
+    truth = stages["analyze"]["metrics"]["truth"]
+    # the threshold baseline on a rendered stack: right in most voxels, far from perfect
+    assert 0.7 < truth["accuracy"] < 0.99 and 0.5 < truth["iou_pore"] < 0.99
+    assert all(m["watertight"] for name, m in stages["reconstruct"]["metrics"]["methods"].items() if name != "voxel_direct")
+    assert result.report is not None and result.report.stat().st_size > 100_000
+    again = run_job(DEMO, runs_dir=tmp_path)
+    assert again.ran == [] and len(again.skipped) == len(stages)
