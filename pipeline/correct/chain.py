@@ -16,6 +16,7 @@ Diagnostics stored in the output attrs (for the report):
 * ``illumination_relative_range``: (z, 2) min and max of each slice's
   background divided by its mean (1, 1 means flat);
 * ``illumination_map``: a coarse (at most 16 x 16) map of the mean background / its mean;
+* ``stripe_rms``: (z,) RMS of each slice's removed stripe offsets (image units);
 * ``roi_box``: [[z0, z1], [y0, y1], [x0, x1]] cropped from the corrected (tilted) frame;
 * ``tilt``: angle, y scale, whether y was resampled; ``corrections``: the parameters used.
 """
@@ -29,7 +30,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from pipeline.correct.destripe import destripe_dask
+from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask
 from pipeline.correct.drift import apply_shifts_dask, estimate_pairs_dask, smooth_drift, solve_drift
 from pipeline.correct.illumination import (
     _surface,
@@ -198,7 +199,10 @@ def correct_volume(
                          "rows_before": ny, "rows_after": int(data.shape[1])}
         data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
     if destripe.enabled:
-        data = destripe_dask(data, destripe.method, **destripe.params())
+        # estimated once (the expensive part), applied in every later pass (a subtraction)
+        offsets = stripe_offsets_dask(data, destripe.method, **destripe.params())
+        attrs["stripe_rms"] = [float(round(v, 5)) for v in np.sqrt(np.mean(offsets**2, axis=1))]
+        data = apply_offsets_dask(data, offsets, destripe.method)
     if illumination.enabled:
         coefs = None
         if illumination.method == "poly":

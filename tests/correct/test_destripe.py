@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.correct.destripe import column_offsets, destripe, destripe_dask
+from pipeline.correct.destripe import apply_offsets_dask, column_offsets, destripe, destripe_dask, stripe_offsets_dask
 
 
 def _stripes(nx: int, seed: int, amplitude: float = 0.08) -> np.ndarray:
@@ -157,3 +157,16 @@ def test_cupy_matches_numpy(make_stack) -> None:
     assert isinstance(got, cupy.ndarray)
     # same method; FFT and percentile rounding may move a sub-bin peak a little
     assert float(np.sqrt(np.mean((cupy.asnumpy(got) - destripe(a)) ** 2))) < 1e-3
+
+
+@pytest.mark.parametrize("method", ["histogram", "profile"])
+def test_offsets_estimated_once_then_applied_equal_destripe(method: str) -> None:
+    rng = np.random.default_rng(3)
+    a = (rng.random((5, 40, 33)) * 100 + 20 * (np.arange(33) % 7 == 0)).astype(np.float32)
+    arr = da.from_array(a, chunks=(2, 15, 17))
+    offsets = stripe_offsets_dask(arr, method)
+    assert offsets.shape == (5, 33) and np.abs(offsets).max() > 1.0
+    got = apply_offsets_dask(arr, offsets, method).compute(scheduler="sync")
+    np.testing.assert_array_equal(got, destripe(a, method))
+    with pytest.raises(ValueError, match="do not fit"):
+        apply_offsets_dask(arr, offsets[:, :-1], method)
