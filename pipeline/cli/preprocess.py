@@ -43,12 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import xarray as xr
     from pydantic import ValidationError
 
-    from pipeline.engine.dask_cluster import dask_client
+    import functools
+
+    import numpy as np
+
+    from pipeline.engine.dask_cluster import dask_client, fits_in_memory
     from pipeline.errors import UserError
-    from pipeline.io.volume import open_volume, provenance, write_volume
-    from pipeline.jobs.stages.preprocess import Config, preprocess
+    from pipeline.io.volume import open_volume, provenance, write_volume, write_volume_two_pass
+    from pipeline.jobs.stages.preprocess import Config, plan, preprocess
+    from pipeline.preprocess.chain import normalize_with_state
 
     try:
         cfg = Config(
@@ -61,9 +67,27 @@ def _run(args: argparse.Namespace) -> int:
     vol = open_volume(args.input)
     with dask_client(args.dask, n_workers=args.workers, memory_limit=args.memory_limit,
                      local_directory=Path(args.output).resolve().parent / ".dask-scratch"):
-        out = preprocess(vol, cfg)
-        out.attrs["provenance"] = provenance("preprocess", cfg.model_dump(mode="json"))
-        write_volume(out, args.output, overwrite=args.overwrite, progress="preprocess")
+        p = plan(vol, cfg)
+        prov = provenance("preprocess", cfg.model_dump(mode="json"))
+        if cfg.normalize.enabled and not cfg.normalize.match_histograms and not fits_in_memory(p.result_nbytes):
+            # too large for the workers' memory: the filtered blocks are written while their
+            # histogram is counted, then normalised in place (the filter runs once)
+            filtered = xr.DataArray(p.filtered, dims=vol.dims, coords=vol.coords, name=vol.name, attrs={**p.attrs, "provenance": prov})
+            spec = p.histogram_spec(counted=np.float32)
+            try:
+                write_volume_two_pass(
+                    filtered, args.output, overwrite=args.overwrite, progress="preprocess", dtype=np.float32,
+                    summary=spec.count,
+                    finish=functools.partial(p.normalization_state, spec=spec, dtype=np.float32),
+                    apply=functools.partial(normalize_with_state, clip=cfg.normalize.clip),
+                )
+            except ValueError as exc:
+                raise UserError(f"preprocess: {exc}") from None
+            out = open_volume(args.output)
+        else:
+            out = preprocess(vol, cfg, plan_=p)
+            out.attrs["provenance"] = prov
+            write_volume(out, args.output, overwrite=args.overwrite, progress="preprocess")
     rng = out.attrs.get("normalization_range")
     print(f"{args.output}: {' x '.join(map(str, out.shape))} float32" + (f", [{rng[0]:.4g}, {rng[1]:.4g}] -> [0, 1]" if rng else ""), file=sys.stdout)
     return 0

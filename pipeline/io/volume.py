@@ -34,6 +34,7 @@ __all__ = [
     "create_volume_store",
     "open_volume",
     "write_volume",
+    "write_volume_two_pass",
     "atomic_dir",
 ]
 
@@ -301,4 +302,53 @@ def write_volume(
         target = create_volume_store(tmp, vol, chunks=chunks)
         data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
         store_blocks(data, target, markers=None, progress=progress)
+    return path
+
+
+def write_volume_two_pass(
+    vol: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    summary: Any,
+    finish: Any,
+    apply: Any,
+    dtype: Any = None,
+    chunks: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: str | None = None,
+) -> Path:
+    """Write ``apply(vol, finish(sum of summary(block)))`` to a zarr v3 store, computing ``vol`` once, atomically.
+
+    The out-of-core form of :func:`write_volume` for values that need a
+    statistic of the whole volume (normalisation by global percentiles):
+    :func:`pipeline.engine.two_pass.store_two_pass` writes ``vol``'s blocks
+    while summarising them, then rewrites each in place; no block is kept in
+    memory. The state returned by ``finish`` is merged into the store's
+    attrs. The store appears at ``path`` only when both passes are done.
+
+    Parameters
+    ----------
+    vol : xarray.DataArray
+        The volume before ``apply`` (lazy); its attrs go to the store.
+    path : path
+        Destination ``*.zarr`` folder.
+    summary, finish, apply : callable
+        As in :func:`pipeline.engine.two_pass.store_two_pass`.
+    dtype : dtype, optional
+        The store's dtype (both passes), default ``vol``'s.
+    chunks, overwrite, progress
+        As in :func:`write_volume`.
+    """
+    from pipeline.engine.two_pass import store_two_pass
+
+    path = Path(path)
+    with atomic_dir(path, overwrite=overwrite) as tmp:
+        markers = tmp.with_name(f"{tmp.name}.markers")
+        try:
+            target = create_volume_store(tmp, vol, chunks=chunks, dtype=dtype)
+            data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
+            result = store_two_pass(data, target, markers=markers, summary=summary, finish=finish, apply=apply, progress=progress)
+            target.attrs.update(_jsonable(result.state))
+        finally:
+            shutil.rmtree(markers, ignore_errors=True)
     return path
