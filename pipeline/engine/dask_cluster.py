@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,8 @@ def dask_client(
         available memory times 0.8, split between workers.
     local_directory : path, optional
         Workers' spill and scratch folder (keep it inside the run or an
-        ignored cache folder, never the home directory).
+        ignored cache folder, never the home directory); removed on exit
+        when this call created it.
 
     Raises
     ------
@@ -121,6 +123,7 @@ def dask_client(
     threads_per_worker = threads_per_worker or threads
     if memory_limit is None:
         memory_limit = int(psutil.virtual_memory().available * 0.8 / n_workers)
+    created = local_directory is not None and not Path(local_directory).exists()
     if local_directory is not None:
         Path(local_directory).mkdir(parents=True, exist_ok=True)
     cluster = LocalCluster(
@@ -141,3 +144,5 @@ def dask_client(
     finally:
         client.close()
         cluster.close()
+        if created:  # a scratch folder made for this cluster goes with it
+            shutil.rmtree(local_directory, ignore_errors=True)
