@@ -66,8 +66,9 @@ rendered stacks; fraction = 1 - energy(out - clean) / energy(striped - clean)):
   range are only partly removed; clipped (saturated) pixels do not show a
   stripe and pull its estimate towards 0; images with few rows estimate less
   well (the error of an offset falls as 1 / sqrt(rows)).
-* time: 34 ms per 512 x 512 float32 slice, 92 ms per 1024 x 1024 (noisy two-phase), on
-  one CPU core with NumPy (``profile``: 66 ms and 240 ms).
+* time and memory: 33 ms per 512 x 512 float32 slice, 100 ms per 1024 x 1024 (noisy two-phase), on
+  one CPU core with NumPy (``profile``: 66 ms and 240 ms); peak temporaries
+  about 70 x the slice (23 MB for a 325 x 256 float32 slice).
 """
 
 from __future__ import annotations
@@ -266,24 +267,25 @@ def column_offsets(
     step = max(h / 4.0, span / 1024.0)  # histogram bin
     h = max(h, 2.0 * step, span / 256.0)
     m = max(2, int(math.ceil(max_amplitude * span / step)))  # lags searched: -m..m bins
-    pad = m + int(math.ceil(3.0 * h / step))
+    # the histograms hold the values (plus the kernel's tails); the transform length leaves
+    # room for the lags, so correlations at -m..m do not wrap around
+    pad = int(math.ceil(3.0 * h / step))
     origin = lo - pad * step
     nb = int(math.ceil(span / step)) + 2 * pad
     nfft = _fast_len(nb + m + 1, xp)
     kf = xp.fft.rfftfreq(nfft)
     kernel = xp.exp(-2.0 * (math.pi * (h / step) * kf) ** 2).astype(xp.float32)  # gaussian of sigma h, in Fourier
 
-    # bins of every pixel keyed by (row half, row band, column): halves are interleaved blocks
-    # of rows (noise and structure differ, stripes do not), bands are _BANDS runs of rows
-    # from top to bottom (a stripe is the same in all of them)
-    block = max(1, min(8, ny // 4))
-    half = (xp.arange(ny) // block) % 2
-    band = (xp.arange(ny) * _BANDS) // ny
-    group = (half * _BANDS + band)[:, None]
-    itype = xp.int32 if 2 * _BANDS * nx * nb < 2**31 else xp.int64
+    # bin of every pixel keyed by column; for the significance test also by row half
+    # (interleaved blocks of rows: noise and structure differ, stripes do not) and by row
+    # band (_BANDS runs of rows from top to bottom: a stripe is the same in all of them)
+    itype = xp.int32 if _BANDS * nx * nb < 2**31 else xp.int64
     idx = xp.clip(((a - np.float32(origin)) * np.float32(1.0 / step)).astype(itype), 0, nb - 1)
-    key = ((group.astype(itype) * nx + xp.arange(nx, dtype=itype)[None, :]) * nb + idx).ravel()
+    key = (xp.arange(nx, dtype=itype)[None, :] * nb + idx).ravel()
     del idx
+    block = max(1, min(8, ny // 4))
+    half = xp.repeat(((xp.arange(ny) // block) % 2).astype(itype) * (nx * nb), nx)
+    band = xp.repeat(((xp.arange(ny) * _BANDS) // ny).astype(itype) * (nx * nb), nx)
 
     # gradient magnitude (Sobel, reflecting borders): the y part is stripe-free; the x part of the
     # slice minus the current profile is sobel_x(slice) - 4 * central difference of the profile
@@ -303,18 +305,22 @@ def column_offsets(
             w = (g2 <= cut).astype(xp.float32).ravel()
         else:
             w = xp.ones(ny * nx, dtype=xp.float32)
-        hist = xp.bincount(key, weights=w, minlength=2 * _BANDS * nx * nb).reshape(2, _BANDS, nx, nb)
-        f_col = _rfft(hist.sum(axis=(0, 1)), nfft)
+        hist = xp.bincount(key, weights=w, minlength=nx * nb).reshape(nx, nb)
+        f_col = _rfft(hist, nfft)
         # reference: every column's histogram moved back by its current offset (a phase ramp)
         f_ref = (f_col * xp.exp(1j * (2.0 * math.pi * kf[None, :] * (raw / step)[:, None]).astype(xp.float32))).sum(axis=0)
         g = xp.conj(f_ref) * kernel
         raw = _peak_shift(_irfft(f_col * g, nfft), m) * step
-    # the transform is linear: transform the sums over bands and over halves, not all groups
-    halves = _peak_shift(_irfft(_rfft(hist.sum(axis=1), nfft) * g, nfft), m) * step  # (2, x)
-    bands = _peak_shift(_irfft(_rfft(hist.sum(axis=0), nfft) * g, nfft), m) * step  # (_BANDS, x)
+    del f_col, hist
+    hist_half = xp.bincount(key + half, weights=w, minlength=2 * nx * nb).astype(xp.float32).reshape(2, nx, nb)
+    halves = _peak_shift(_irfft(_rfft(hist_half, nfft) * g, nfft), m) * step  # (2, x)
+    n_half = hist_half.sum(axis=-1, dtype=xp.float64)  # (2, x)
+    del hist_half
+    hist_band = xp.bincount(key + band, weights=w, minlength=_BANDS * nx * nb).astype(xp.float32).reshape(_BANDS, nx, nb)
+    bands = _peak_shift(_irfft(_rfft(hist_band, nfft) * g, nfft), m) * step  # (_BANDS, x)
+    n_band = hist_band.sum(axis=-1, dtype=xp.float64)  # (_BANDS, x)
+    del hist_band
 
-    n_half = hist.sum(axis=(1, 3))  # (2, x)
-    n_band = hist.sum(axis=(0, 3))  # (_BANDS, x)
     count = n_half.sum(axis=0)
     usable = xp.all(n_half >= _MIN_PIXELS / 2, axis=0) & xp.all(n_band >= 1, axis=0)
     # error of the whole-column offset from the half difference, pooled over columns:
