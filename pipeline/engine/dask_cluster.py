@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
 import psutil
 
 from pipeline.engine.probe import split_address, tcp_reachable
@@ -74,6 +75,7 @@ def dask_client(
     memory_limit: str | int | None = None,
     local_directory: str | os.PathLike[str] | None = None,
     timeout_s: float = 30.0,
+    profile: bool = False,
 ) -> Iterator[Any]:
     """Give a ``distributed.Client`` for the duration of a ``with`` block.
 
@@ -91,6 +93,9 @@ def dask_client(
         Workers' spill and scratch folder (keep it inside the run or an
         ignored cache folder, never the home directory); removed on exit
         when this call created it.
+    profile : bool
+        Keep the local workers' statistical profiler on (the dashboard's
+        Profile page); off by default, its history grows in worker memory.
 
     Raises
     ------
@@ -126,16 +131,21 @@ def dask_client(
     created = local_directory is not None and not Path(local_directory).exists()
     if local_directory is not None:
         Path(local_directory).mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        memory_limit=memory_limit,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        local_directory=None if local_directory is None else str(local_directory),
-        silence_logs=logging.ERROR,
-    )
+    # The workers' statistical profiler keeps an hour of call trees in memory (about 4 MB a
+    # minute on a busy worker); under a tight memory limit that alone reaches the pause
+    # threshold, and a paused worker with nothing to spill waits for good. Scoped here: the
+    # nannies hand this config to the workers they spawn.
+    with dask.config.set({"distributed.worker.profile.enabled": profile}):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            local_directory=None if local_directory is None else str(local_directory),
+            silence_logs=logging.ERROR,
+        )
     client = Client(cluster)
     log.info("Dask local cluster: %d workers x %d threads, %s per worker, dashboard %s",
              n_workers, threads_per_worker, memory_limit, client.dashboard_link)

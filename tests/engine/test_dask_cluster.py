@@ -1,0 +1,30 @@
+"""The default local Dask cluster: loopback only, no profiler history in worker memory, scratch removed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import dask.array as da
+
+from pipeline.engine.dask_cluster import dask_client
+
+
+def _history(dask_worker) -> int:  # noqa: ANN001
+    return len(dask_worker.profile_history)
+
+
+def test_workers_keep_no_profile_history_by_default(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    with dask_client(n_workers=1, memory_limit="1GiB", local_directory=scratch) as client:
+        assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
+        da.random.random((400, 400), chunks=100).dot(da.ones((400, 400), chunks=100)).sum().compute()
+        time.sleep(2.5)  # the profiler cycles once a second
+        assert list(client.run(_history).values()) == [0]
+    assert not scratch.exists()
+
+
+def test_profile_on_when_asked(tmp_path: Path) -> None:
+    with dask_client(n_workers=1, memory_limit="1GiB", local_directory=tmp_path / "s", profile=True) as client:
+        time.sleep(2.5)
+        assert list(client.run(_history).values())[0] > 0
