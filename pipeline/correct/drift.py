@@ -180,25 +180,56 @@ def estimate_steps(stack: Any, **kwargs: Any) -> np.ndarray:
 
 
 def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarray:
-    """:func:`estimate_pairs` on a dask stack, slab by slab (whole slices, ``lags`` slices shared)."""
+    """:func:`estimate_pairs` on a dask stack, slab by slab; equal to the in-memory result.
+
+    Two streaming passes, no overlap between tasks: the pairs inside every
+    slab, then the pairs across each slab boundary from a second chunking
+    whose slabs are centred on the boundaries (each task correlates only the
+    ``lags`` slices on either side). An overlapped graph (every slab waiting
+    for its neighbours' edges) made the distributed scheduler hold a growing
+    share of the stack in memory.
+    """
     arr = arr.rechunk({1: -1, 2: -1})
     zchunks = list(arr.chunks[0])
-    if min(zchunks) < lags and len(zchunks) > 1:
-        arr = arr.rechunk({0: max(lags, max(zchunks))})
-    nblocks = arr.numblocks[0]
-    ov = da.overlap.overlap(arr, depth={0: lags, 1: 0, 2: 0}, boundary="none")
+    if min(zchunks) < 2 * lags and len(zchunks) > 1:  # every slab at least 2 * lags deep
+        merged: list[int] = []
+        for dz in zchunks:
+            if merged and (merged[-1] < 2 * lags or dz < 2 * lags):
+                merged[-1] += dz
+            else:
+                merged.append(dz)
+        if len(merged) > 1 and merged[-1] < 2 * lags:
+            merged[-2] += merged.pop()
+        arr = arr.rechunk({0: tuple(merged)})
+        zchunks = merged
 
-    def fn(block: Any, block_id: Any = None) -> np.ndarray:
-        i = block_id[0]
-        res = estimate_pairs(block, lags, **kwargs)
-        start = lags if i > 0 else 0
-        stop = block.shape[0] - (lags if i < nblocks - 1 else 0)
-        return res[start:stop]
+    def inside(block: Any) -> np.ndarray:
+        return estimate_pairs(block, lags, **kwargs)
 
-    res = ov.map_blocks(
-        fn, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2], chunks=(arr.chunks[0], (lags,), (3,))
-    )
-    return np.asarray(res.compute())
+    out = np.asarray(arr.map_blocks(inside, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2],
+                                    chunks=(arr.chunks[0], (lags,), (3,))).compute())
+    if len(zchunks) == 1:
+        return out
+    starts = np.cumsum([0] + zchunks[:-1])
+    mids = [int(s0 + dz // 2) for s0, dz in zip(starts, zchunks)]
+    cuts = [0, *mids, arr.shape[0]]
+    centred = arr.rechunk({0: tuple(int(v) for v in np.diff(cuts))})
+    bounds = {j: int(starts[j]) for j in range(1, len(zchunks))}  # boundary inside centred block j
+
+    def across(block: Any, block_id: Any = None) -> np.ndarray:
+        j = block_id[0]
+        if j not in bounds:
+            return np.empty((0, lags, 3))
+        b = bounds[j] - cuts[j]  # the boundary, local
+        return estimate_pairs(block[b - lags : b + lags], lags, **kwargs)[lags:]
+
+    sizes = tuple(lags if j in bounds else 0 for j in range(len(cuts) - 1))
+    cross = np.asarray(centred.map_blocks(across, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2],
+                                          chunks=(sizes, (lags,), (3,))).compute())
+    for n, j in enumerate(sorted(bounds)):
+        rows = slice(bounds[j], bounds[j] + lags)
+        out[rows] = np.where(np.isnan(out[rows]), cross[n * lags : (n + 1) * lags], out[rows])
+    return out
 
 
 def solve_drift(pairs: np.ndarray, *, min_confidence: float = 5.0, max_step_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,16 @@ def test_known_drift_recovered(make_stack, seed: int) -> None:
     assert used[1:, 0].all()
 
 
+@pytest.mark.parametrize(("lags", "zchunks"), [(1, (7, 7, 7, 3)), (2, (5, 1, 9, 9)), (3, (4, 4, 13, 3)), (2, (24,))])
+def test_pairs_across_slab_boundaries_equal_in_memory(make_stack, lags: int, zchunks: tuple[int, ...]) -> None:
+    stack, _ = _drifted(make_stack, 0)
+    stack = stack[: sum(zchunks)]
+    got = estimate_pairs_dask(da.from_array(stack, chunks=(zchunks, 40, 80)), lags)
+    want = estimate_pairs(stack, lags)
+    np.testing.assert_allclose(got, want, atol=1e-9, equal_nan=True)
+    assert np.isfinite(got[lags:]).all()
+
+
 def test_unreliable_step_is_bridged_and_jump_kept() -> None:
     z = 12
     pairs = np.full((z, 2, 3), np.nan)
