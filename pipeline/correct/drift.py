@@ -55,9 +55,17 @@ def _prepare(img: Any, highpass_px: float) -> Any:
 
 def _window(n: int, alpha: float = 0.3) -> np.ndarray:
     """Tukey window: flat middle, cosine tapers (a Hann window biases shifts of changing content to 0)."""
-    from scipy.signal.windows import tukey
-
-    return tukey(n, alpha) if n > 2 else np.ones(n)
+    # written out (as scipy.signal.windows.tukey): importing scipy.signal costs every worker ~40 MB
+    if n <= 2 or alpha <= 0:
+        return np.ones(n)
+    k = np.arange(n, dtype=np.float64)
+    edge = alpha * (n - 1) / 2.0
+    w = np.ones(n)
+    lo = k < edge
+    hi = k > (n - 1) - edge
+    w[lo] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * k[lo] / (alpha * (n - 1)))))
+    w[hi] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * k[hi] / (alpha * (n - 1)))))
+    return w
 
 
 def _spectrum(img: Any, highpass_px: float) -> Any:

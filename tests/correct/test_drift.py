@@ -88,3 +88,12 @@ def test_apply_shifts_undoes_drift_and_chunks_are_exact(make_stack) -> None:
     before = np.abs(np.diff(stack[inner], axis=0)).mean()
     after = np.abs(np.diff(out[inner], axis=0)).mean()
     assert after < 0.85 * before
+
+
+@pytest.mark.parametrize("n", [3, 4, 11, 64, 325])
+def test_window_is_scipys_tukey(n: int) -> None:
+    from scipy.signal.windows import tukey
+
+    from pipeline.correct.drift import _window
+
+    np.testing.assert_allclose(_window(n), tukey(n, 0.3), atol=1e-12)
