@@ -344,13 +344,14 @@ def apply_shifts_dask(arr: da.Array, shifts: np.ndarray, *, cval: float = 0.0) -
     h = shift_halo(shifts)
     dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float32)
 
-    def fn(block: Any, block_info: Any = None) -> Any:
-        z0, z1 = block_info[0]["array-location"][0] if block_info else (0, block.shape[0])
-        return apply_shifts(block, shifts[z0:z1], cval=cval)
-
     hy = min(h, arr.shape[1])
     hx = min(h, arr.shape[2])
+    from pipeline.correct.slabs import map_slabs
     from pipeline.preprocess.denoise import _ensure_min_chunks
 
     arr = _ensure_min_chunks(arr, (0, hy, hx))
-    return da.map_overlap(fn, arr, depth={0: 0, 1: hy, 2: hx}, boundary="none", trim=True, dtype=dtype)
+    return map_slabs(arr, _shift_block, shifts, depth={0: 0, 1: hy, 2: hx}, dtype=dtype, cval=cval)
+
+
+def _shift_block(block: Any, rows: np.ndarray, cval: float) -> Any:
+    return apply_shifts(block, rows, cval=cval)

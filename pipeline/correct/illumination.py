@@ -111,17 +111,22 @@ def correct_illumination_dask(
     background); otherwise each slice is fitted where it is processed.
     """
     arr = arr.rechunk({1: -1, 2: -1})
+    params = {"method": method, "degree": degree, "sigma_fraction": sigma_fraction, "mode": mode}
+    if coefficients is not None and method == "poly":
+        from pipeline.correct.slabs import map_slabs
 
-    def fn(block: Any, block_info: Any = None) -> Any:
-        xp = xp_of(block)
-        z0 = block_info[0]["array-location"][0][0] if block_info else 0
-        out = xp.empty(block.shape, dtype=xp.float32)
-        for k in range(block.shape[0]):
-            if coefficients is not None and method == "poly":
-                bg = _surface(coefficients[z0 + k], block.shape[1:], xp, degree)
-            else:
-                bg = background(block[k], method, degree=degree, sigma_fraction=sigma_fraction)
-            out[k] = remove_background(block[k], bg, mode)
-        return out
+        return map_slabs(arr, _correct_block, np.asarray(coefficients), dtype=np.float32, **params)
+    return arr.map_blocks(_correct_block, rows=None, dtype=np.float32, **params)
 
-    return arr.map_blocks(fn, dtype=np.float32)
+
+def _correct_block(block: Any, rows: np.ndarray | None, method: str, degree: int, sigma_fraction: float, mode: str) -> Any:
+    """Background removed from every slice of a block; ``rows`` its slices' polynomial coefficients or None."""
+    xp = xp_of(block)
+    out = xp.empty(block.shape, dtype=xp.float32)
+    for k in range(block.shape[0]):
+        if rows is not None and method == "poly":
+            bg = _surface(rows[k], block.shape[1:], xp, degree)
+        else:
+            bg = background(block[k], method, degree=degree, sigma_fraction=sigma_fraction)
+        out[k] = remove_background(block[k], bg, mode)
+    return out
