@@ -43,18 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import xarray as xr
     from pydantic import ValidationError
-
-    import functools
-
-    import numpy as np
 
     from pipeline.engine.dask_cluster import dask_client, fits_in_memory
     from pipeline.errors import UserError
     from pipeline.io.volume import open_volume, provenance, write_volume, write_volume_two_pass
-    from pipeline.jobs.stages.preprocess import Config, plan, preprocess
-    from pipeline.preprocess.chain import normalize_with_state
+    from pipeline.jobs.stages.preprocess import Config, plan, preprocess, two_pass_parts
 
     try:
         cfg = Config(
@@ -72,15 +66,10 @@ def _run(args: argparse.Namespace) -> int:
         if cfg.normalize.enabled and not cfg.normalize.match_histograms and not fits_in_memory(p.result_nbytes):
             # too large for the workers' memory: the filtered blocks are written while their
             # histogram is counted, then normalised in place (the filter runs once)
-            filtered = xr.DataArray(p.filtered, dims=vol.dims, coords=vol.coords, name=vol.name, attrs={**p.attrs, "provenance": prov})
-            spec = p.histogram_spec(counted=np.float32)
+            filtered, parts = two_pass_parts(vol, cfg, p)
+            filtered.attrs["provenance"] = prov
             try:
-                write_volume_two_pass(
-                    filtered, args.output, overwrite=args.overwrite, progress="preprocess", dtype=np.float32,
-                    summary=spec.count,
-                    finish=functools.partial(p.normalization_state, spec=spec, dtype=np.float32),
-                    apply=functools.partial(normalize_with_state, clip=cfg.normalize.clip),
-                )
+                write_volume_two_pass(filtered, args.output, overwrite=args.overwrite, progress="preprocess", **parts)
             except ValueError as exc:
                 raise UserError(f"preprocess: {exc}") from None
             out = open_volume(args.output)

@@ -438,27 +438,24 @@ def stripe_offsets_dask(arr: da.Array, method: Literal["histogram", "profile"] =
     return np.asarray(offsets.compute())
 
 
-def _subtract_block(block: Any, offsets: np.ndarray, method: str, block_info: Any = None) -> Any:
-    """:func:`_subtract` of one block; ``offsets`` holds the block's slices, all columns."""
+def _subtract_block(block: Any, rows: np.ndarray, method: str, block_info: Any = None) -> Any:
+    """:func:`_subtract` of one block; ``rows`` holds the block's slices' offsets, all columns."""
     x0, x1 = block_info[0]["array-location"][2] if block_info else (0, block.shape[2])
-    return _subtract(block, offsets[:, x0:x1], method)
+    return _subtract(block, rows[:, x0:x1], method)
 
 
 def apply_offsets_dask(arr: da.Array, offsets: np.ndarray, method: Literal["histogram", "profile"] = "histogram") -> da.Array:
     """Subtract per-slice column offsets (z, x) from a dask stack; equal to :func:`destripe_dask`.
 
-    Chunks are kept (the subtraction is per pixel); float32 out. Each block's
-    task carries only its own slices' offsets as a literal: offsets given as
-    a dask array of their own would be root tasks, which the distributed
-    scheduler holds back while it computes every block of ``arr`` first
-    (the whole stack in memory; measured on 1 worker).
+    Chunks are kept (the subtraction is per pixel); float32 out. Each slab's
+    task carries only its own slices' offsets (:func:`pipeline.correct.slabs.map_slabs`):
+    offsets given as a dask array of their own would be root tasks, which
+    the distributed scheduler holds back while it computes every block of
+    ``arr`` first (the whole stack in memory; measured on 1 worker).
     """
+    from pipeline.correct.slabs import map_slabs
+
     offsets = np.asarray(offsets, dtype=np.float64)
     if arr.ndim != 3 or offsets.shape != (arr.shape[0], arr.shape[2]):
         raise ValueError(f"offsets of shape {offsets.shape} do not fit a stack of shape {arr.shape}; expected (z, x)")
-    pieces, z0 = [], 0
-    for dz in arr.chunks[0]:
-        piece = arr[z0 : z0 + dz]
-        pieces.append(piece.map_blocks(_subtract_block, offsets=np.ascontiguousarray(offsets[z0 : z0 + dz]), method=method, dtype=np.float32))
-        z0 += dz
-    return da.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    return map_slabs(arr, _subtract_block, offsets, dtype=np.float32, method=method)

@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.jobs.base import StageConfig, StageOutput, Strict
 from pipeline.jobs.context import StageContext
 
-__all__ = ["Config", "run", "plan", "preprocess", "write_two_pass"]
+__all__ = ["Config", "run", "plan", "preprocess", "two_pass_parts", "write_two_pass"]
 
 
 class Denoise(Strict):
@@ -72,10 +72,12 @@ def preprocess(vol, cfg: Config, *, persist: bool | None = None, plan_=None):  #
         raise UserError(f"preprocess: {exc}") from None
 
 
-def write_two_pass(ctx: StageContext, vol, cfg: Config, p) -> Path:  # noqa: ANN001 - xarray, PreprocessPlan
-    """Write the denoised blocks while counting them, then normalise them in place (filter runs once, out-of-core).
+def two_pass_parts(vol, cfg: Config, p):  # noqa: ANN001, ANN201 - xarray, PreprocessPlan in; (xarray, dict) out
+    """The denoised volume (lazy) and the ``summary``/``finish``/``apply``/``dtype`` of its two-pass write.
 
-    ``p`` is :func:`plan` of ``vol``; the store is ``<ctx.name>.zarr``, resumable.
+    Pass 1 stores the denoised blocks as float32 while counting their
+    histogram; pass 2 normalises each block in place with the percentiles
+    found (the filter runs once). Shared by the stage and the CLI.
     """
     import functools
 
@@ -86,15 +88,21 @@ def write_two_pass(ctx: StageContext, vol, cfg: Config, p) -> Path:  # noqa: ANN
 
     filtered = xr.DataArray(p.filtered, dims=vol.dims, coords=vol.coords, name=vol.name, attrs=p.attrs)
     spec = p.histogram_spec(counted=np.float32)  # counted as stored
-    return ctx.write_volume_two_pass(
-        filtered,
-        f"{ctx.name}.zarr",
-        params=cfg.model_dump(mode="json"),
-        dtype=np.float32,
-        summary=spec.count,
-        finish=functools.partial(p.normalization_state, spec=spec, dtype=np.float32),
-        apply=functools.partial(normalize_with_state, clip=cfg.normalize.clip),
-    )
+    return filtered, {
+        "dtype": np.float32,
+        "summary": spec.count,
+        "finish": functools.partial(p.normalization_state, spec=spec, dtype=np.float32),
+        "apply": functools.partial(normalize_with_state, clip=cfg.normalize.clip),
+    }
+
+
+def write_two_pass(ctx: StageContext, vol, cfg: Config, p) -> Path:  # noqa: ANN001 - xarray, PreprocessPlan
+    """Write the denoised blocks while counting them, then normalise them in place (filter runs once, out-of-core).
+
+    ``p`` is :func:`plan` of ``vol``; the store is ``<ctx.name>.zarr``, resumable.
+    """
+    filtered, parts = two_pass_parts(vol, cfg, p)
+    return ctx.write_volume_two_pass(filtered, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), **parts)
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
