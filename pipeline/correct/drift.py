@@ -190,54 +190,59 @@ def estimate_steps(stack: Any, **kwargs: Any) -> np.ndarray:
 def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarray:
     """:func:`estimate_pairs` on a dask stack, slab by slab; equal to the in-memory result.
 
-    Two streaming passes, no overlap between tasks: the pairs inside every
-    slab, then the pairs across each slab boundary from a second chunking
-    whose slabs are centred on the boundaries (each task correlates only the
-    ``lags`` slices on either side). An overlapped graph (every slab waiting
-    for its neighbours' edges) made the distributed scheduler hold a growing
-    share of the stack in memory.
+    One streaming pass, no overlap between slabs: every slab's task returns
+    the pairs inside it and keeps its first and last ``lags`` slices; a small
+    task per boundary correlates the two edges that meet there. A slab is
+    released as soon as its own task is done, so a worker holds one slab and
+    a few edge slices at a time (an overlapped graph, or a rechunk to slabs
+    centred on the boundaries, made the scheduler hold a growing share of
+    the stack).
     """
+    import dask
+
+    if getattr(arr, "ndim", None) != 3:
+        raise ValueError(f"expected a 3D (z, y, x) dask array; got shape {getattr(arr, 'shape', None)}")
+    if lags < 1:
+        raise ValueError(f"lags must be >= 1; got {lags}")
     arr = arr.rechunk({1: -1, 2: -1})
     zchunks = list(arr.chunks[0])
-    if min(zchunks) < 2 * lags and len(zchunks) > 1:  # every slab at least 2 * lags deep
+    if min(zchunks) < lags and len(zchunks) > 1:  # every slab at least lags deep
         merged: list[int] = []
         for dz in zchunks:
-            if merged and (merged[-1] < 2 * lags or dz < 2 * lags):
+            if merged and (merged[-1] < lags or dz < lags):
                 merged[-1] += dz
             else:
                 merged.append(dz)
-        if len(merged) > 1 and merged[-1] < 2 * lags:
+        if len(merged) > 1 and merged[-1] < lags:
             merged[-2] += merged.pop()
         arr = arr.rechunk({0: tuple(merged)})
         zchunks = merged
-
-    def inside(block: Any) -> np.ndarray:
-        return estimate_pairs(block, lags, **kwargs)
-
-    out = np.asarray(arr.map_blocks(inside, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2],
-                                    chunks=(arr.chunks[0], (lags,), (3,))).compute())
-    if len(zchunks) == 1:
-        return out
+    slabs = [dask.delayed(_slab_pairs, pure=True)(b, lags, kwargs) for b in arr.to_delayed().ravel()]
+    inside = [dask.delayed(_first, pure=True)(s) for s in slabs]
+    across = [dask.delayed(_boundary_pairs, pure=True)(a, b, lags, kwargs) for a, b in zip(slabs[:-1], slabs[1:])]
+    results = dask.compute(*inside, *across)
+    out = np.concatenate(results[: len(slabs)], axis=0)
     starts = np.cumsum([0] + zchunks[:-1])
-    mids = [int(s0 + dz // 2) for s0, dz in zip(starts, zchunks)]
-    cuts = [0, *mids, arr.shape[0]]
-    centred = arr.rechunk({0: tuple(int(v) for v in np.diff(cuts))})
-    bounds = {j: int(starts[j]) for j in range(1, len(zchunks))}  # boundary inside centred block j
-
-    def across(block: Any, block_id: Any = None) -> np.ndarray:
-        j = block_id[0]
-        if j not in bounds:
-            return np.empty((0, lags, 3))
-        b = bounds[j] - cuts[j]  # the boundary, local
-        return estimate_pairs(block[b - lags : b + lags], lags, **kwargs)[lags:]
-
-    sizes = tuple(lags if j in bounds else 0 for j in range(len(cuts) - 1))
-    cross = np.asarray(centred.map_blocks(across, dtype=np.float64, drop_axis=[1, 2], new_axis=[1, 2],
-                                          chunks=(sizes, (lags,), (3,))).compute())
-    for n, j in enumerate(sorted(bounds)):
-        rows = slice(bounds[j], bounds[j] + lags)
-        out[rows] = np.where(np.isnan(out[rows]), cross[n * lags : (n + 1) * lags], out[rows])
+    for s0, cross in zip(starts[1:], results[len(slabs):]):
+        rows = slice(int(s0), int(s0) + lags)
+        out[rows] = np.where(np.isnan(out[rows]), cross[: rows.stop - rows.start], out[rows])
     return out
+
+
+def _slab_pairs(block: Any, lags: int, kwargs: dict[str, Any]) -> tuple[np.ndarray, Any, Any]:
+    """Pairs inside one slab, and copies of its first and last ``lags`` slices."""
+    return estimate_pairs(block, lags, **kwargs), block[:lags].copy(), block[-lags:].copy()
+
+
+def _first(result: tuple[Any, ...]) -> Any:
+    return result[0]
+
+
+def _boundary_pairs(before: tuple[Any, ...], after: tuple[Any, ...], lags: int, kwargs: dict[str, Any]) -> np.ndarray:
+    """Pairs of the first ``lags`` slices after a boundary against the slices before it."""
+    tail, head = before[2], after[1]
+    xp = xp_of(tail)
+    return estimate_pairs(xp.concatenate([tail, head], axis=0), lags, **kwargs)[len(tail):]
 
 
 def solve_drift(pairs: np.ndarray, *, min_confidence: float = 5.0, max_step_px: float | None = None) -> tuple[np.ndarray, np.ndarray]:
