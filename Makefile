@@ -37,7 +37,10 @@ schema: $(STAMP)
 	$(VENV)/bin/porelab schema --out schemas/job.schema.json
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+	for b in benchmarks/*.py; do [ $$b = benchmarks/gpu.py ] || $(PY) $$b || exit 1; done
+
+bench-gpu: $(STAMP)
+	$(PY) benchmarks/gpu.py
 
 clean:
 	rm -rf runs .cache .pytest_cache

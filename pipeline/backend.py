@@ -25,6 +25,8 @@ __all__ = [
     "ndimage_of",
     "to_numpy",
     "to_backend",
+    "chunks_on",
+    "volume_on",
 ]
 
 BackendName = Literal["numpy", "cupy", "auto"]
@@ -116,3 +118,30 @@ def to_numpy(arr: Any) -> np.ndarray:
 def to_backend(arr: np.ndarray, name: Literal["numpy", "cupy"]) -> Any:
     """Move a NumPy array to the resolved backend ``name``."""
     return array_module(name).asarray(arr)
+
+
+def chunks_on(arr: Any, name: Literal["numpy", "cupy"]) -> Any:
+    """A dask array whose chunks live on the resolved backend ``name`` (lazy).
+
+    Each chunk is moved when a worker computes it (``cupy.asarray`` on the
+    GPU of that worker); the stage functions then run on CuPy chunks, and
+    the writers copy results back to the host block by block.
+    """
+    meta = getattr(arr, "_meta", None)
+    if name == "cupy":
+        if xp_of(meta).__name__ == "cupy":
+            return arr
+        import cupy  # type: ignore[import-not-found]
+
+        return arr.map_blocks(cupy.asarray, dtype=arr.dtype, meta=cupy.empty((0,) * arr.ndim, dtype=arr.dtype))
+    if meta is not None and xp_of(meta) is not np:
+        return arr.map_blocks(to_numpy, dtype=arr.dtype, meta=np.empty((0,) * arr.ndim, dtype=arr.dtype))
+    return arr
+
+
+def volume_on(vol: Any, name: Literal["numpy", "cupy"]) -> Any:
+    """An xarray volume whose dask chunks live on the backend ``name`` (see :func:`chunks_on`)."""
+    import dask.array as da
+
+    data = vol.data if isinstance(vol.data, da.Array) else da.from_array(vol.data, chunks=-1)
+    return vol.copy(data=chunks_on(data, name))

@@ -38,7 +38,7 @@ def test_cupy_round_trip() -> None:
     assert backend.resolve_backend("auto") == "cupy"
     g = backend.to_backend(np.arange(5.0), "cupy")
     assert backend.xp_of(g) is cupy
-    np.testing.assert_array_equal(backend.to_numpy(backend.ndimage_of(g).shift(g, 0)), np.arange(5.0))
+    np.testing.assert_allclose(backend.to_numpy(backend.ndimage_of(g).shift(g, 0)), np.arange(5.0), atol=1e-9)
 
 
 def test_import_starts_nothing() -> None:
@@ -54,3 +54,36 @@ def test_import_starts_nothing() -> None:
         "assert dask.config.get('scheduler', None) is None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_chunks_on_numpy_keeps_the_array_and_volume_on_keeps_the_volume() -> None:
+    import dask.array as da
+
+    from pipeline.io.volume import as_volume
+
+    arr = da.arange(24, chunks=5).reshape(2, 3, 4)
+    assert backend.chunks_on(arr, "numpy") is arr
+    vol = as_volume(arr, (10, 5, 5), attrs={"note": "kept"})
+    moved = backend.volume_on(vol, "numpy")
+    assert moved.attrs["note"] == "kept" and moved.dims == vol.dims
+    np.testing.assert_array_equal(moved.values, np.arange(24).reshape(2, 3, 4))
+    in_memory = backend.volume_on(as_volume(np.ones((2, 3, 4), np.uint8), (10, 5, 5)), "numpy")
+    assert isinstance(in_memory.data, da.Array) and in_memory.values.sum() == 24
+
+
+@pytest.mark.gpu
+def test_chunks_on_cupy_and_back() -> None:
+    import dask
+    import dask.array as da
+
+    cupy = pytest.importorskip("cupy")
+    if not backend.gpu_available():
+        pytest.skip("no usable CUDA device")
+    arr = da.arange(24, chunks=5, dtype=np.float32).reshape(2, 3, 4)
+    on_gpu = backend.chunks_on(arr, "cupy")
+    assert backend.xp_of(on_gpu._meta) is cupy and backend.chunks_on(on_gpu, "cupy") is on_gpu
+    with dask.config.set(scheduler="sync"):
+        got = on_gpu.compute()
+        back = backend.chunks_on(on_gpu, "numpy").compute()
+    assert isinstance(got, cupy.ndarray) and isinstance(back, np.ndarray)
+    np.testing.assert_array_equal(back, np.arange(24, dtype=np.float32).reshape(2, 3, 4))

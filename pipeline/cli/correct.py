@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
+    p.add_argument("--backend", choices=["numpy", "cupy", "auto"], default="numpy",
+                   help="array backend of the chunks: cupy runs the filters on the GPU (default numpy)")
     p.set_defaults(func=_run)
 
 
@@ -79,7 +81,14 @@ def _run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UserError(f"option {'.'.join(map(str, err['loc']))}={err.get('input')!r} is not valid: {err['msg']}") from None
-    vol = open_volume(args.input)
+    from pipeline.backend import resolve_backend, volume_on
+
+    kind = resolve_backend(args.backend)
+    vol = volume_on(open_volume(args.input), kind)
+    if kind == "cupy":
+        from pipeline.engine.dask_cluster import gpu_worker_layout
+
+        args.workers = gpu_worker_layout(args.workers, None)[0]
     from pathlib import Path
 
     from pipeline.io.volume import provenance

@@ -30,6 +30,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.backend import to_numpy
 from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask
 from pipeline.correct.drift import apply_shifts_dask, estimate_pairs_dask, smooth_drift, solve_drift
 from pipeline.correct.illumination import (
@@ -207,7 +208,7 @@ def correct_volume(
         coefs = None
         if illumination.method == "poly":
             if illumination.scope == "volume":
-                mean_img = np.asarray(data.mean(axis=0).compute())
+                mean_img = to_numpy(data.mean(axis=0).compute())
                 coefs = np.repeat(fit_background(mean_img, illumination.degree)[None], data.shape[0], axis=0)
             else:
                 coefs = estimate_backgrounds_dask(data, illumination.degree)

@@ -16,7 +16,7 @@ import psutil
 from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
-__all__ = ["dask_client", "default_workers", "cluster_memory", "fits_in_memory"]
+__all__ = ["dask_client", "default_workers", "gpu_worker_layout", "cluster_memory", "fits_in_memory"]
 
 log = logging.getLogger("porelab.engine")
 
@@ -30,6 +30,21 @@ def default_workers(cpu_count: int | None = None) -> tuple[int, int]:
     if cpu_count is None:
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, int(cpu_count)), 1
+
+
+def gpu_worker_layout(n_workers: int | None, threads_per_worker: int | None) -> tuple[int, int]:
+    """Local workers and threads for CuPy chunks: one single-threaded worker, on GPU 0, unless set.
+
+    Several threads driving one GPU through CuPy (Dask's threaded scheduler)
+    gave wrong filter results and hangs that changed from run to run on an
+    H200 with CuPy 14, where one thread gave the NumPy results; several
+    processes on one GPU each hold a CUDA context; a local cluster therefore
+    gets one single-threaded worker. For several GPUs start one worker per
+    GPU (dask-cuda's ``dask cuda worker``) and pass ``--dask``.
+    """
+    if threads_per_worker not in (None, 1):
+        log.warning("backend cupy with %d threads per worker: CuPy is driven from several threads at once", threads_per_worker)
+    return (n_workers or 1), (threads_per_worker or 1)
 
 
 def cluster_memory() -> int:

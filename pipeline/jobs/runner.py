@@ -60,8 +60,10 @@ def stage_seed(job_seed: int, stage_name: str) -> int:
 class _Engines:
     """Engines started on first use and stopped when the run ends."""
 
-    def __init__(self, spec: JobSpec, run_dir: Path, dask_address: str | None, ray_address: str | None) -> None:
+    def __init__(self, spec: JobSpec, run_dir: Path, dask_address: str | None, ray_address: str | None,
+                 backend: str = "numpy") -> None:
         self.spec = spec
+        self.backend = backend
         self.run_dir = run_dir
         self.dask_address = dask_address or spec.engine.dask.address
         self.ray_address = ray_address or spec.engine.ray.address
@@ -71,14 +73,17 @@ class _Engines:
 
     def dask(self) -> Any:
         if self._client is None:
-            from pipeline.engine.dask_cluster import dask_client
+            from pipeline.engine.dask_cluster import dask_client, gpu_worker_layout
 
             d = self.spec.engine.dask
+            n_workers, threads = d.n_workers, d.threads_per_worker
+            if self.backend == "cupy":
+                n_workers, threads = gpu_worker_layout(n_workers, threads)
             self._client = self.stack.enter_context(
                 dask_client(
                     self.dask_address,
-                    n_workers=d.n_workers,
-                    threads_per_worker=d.threads_per_worker,
+                    n_workers=n_workers,
+                    threads_per_worker=threads,
                     memory_limit=d.memory_limit,
                     local_directory=self.run_dir / ".work" / "dask",
                 )
@@ -163,7 +168,7 @@ def run_job(
     )
     manifest.save()
     result = RunResult(run_dir)
-    engines = _Engines(spec, run_dir, dask_address, ray_address)
+    engines = _Engines(spec, run_dir, dask_address, ray_address, backend)
     outputs: dict[str, Path] = {}
     hashes: dict[str, str] = {}
     previous: str | None = None

@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from pipeline.backend import to_numpy
 from pipeline.preprocess.denoise import denoise_dask, estimate_noise_sigma, halo_depth, merged_chunks, output_range
 from pipeline.preprocess.normalize import (
     Collect,
@@ -98,7 +99,7 @@ class _Params:
 def _sample_slices(data: da.Array, n: int = 3) -> np.ndarray:
     z = data.shape[0]
     idx = sorted({int(round(v)) for v in np.linspace(0, z - 1, min(n, z) + 2)[1:-1]} or {0})
-    return np.asarray(data[idx].compute())
+    return to_numpy(data[idx].compute())
 
 
 @dataclass(frozen=True)

@@ -88,3 +88,13 @@ def test_cli_errors_are_one_sentence(tmp_path, capsys) -> None:
     write_volume(as_volume(raw, [1, 1, 1]), tmp_path / "r.zarr")
     rc = main(["preprocess", str(tmp_path / "r.zarr"), "-o", str(tmp_path / "o.zarr"), "--low", "90", "--high", "10"])
     assert rc == 2 and "low" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("pipeline.backend").backend.gpu_available(), reason="this machine has a usable GPU")
+@pytest.mark.parametrize("verb", ["correct", "preprocess"])
+def test_cli_backend_cupy_without_gpu_is_a_clear_error(tmp_path, capsys, verb: str) -> None:
+    write_volume(as_volume(np.zeros((2, 8, 8), np.uint8), [1, 1, 1]), tmp_path / "r.zarr")
+    rc = main([verb, str(tmp_path / "r.zarr"), "-o", str(tmp_path / "o.zarr"), "--backend", "cupy"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no usable CUDA device" in err and "Traceback" not in err
+    assert not (tmp_path / "o.zarr").exists()

@@ -28,3 +28,11 @@ def test_profile_on_when_asked(tmp_path: Path) -> None:
     with dask_client(n_workers=1, memory_limit="1GiB", local_directory=tmp_path / "s", profile=True) as client:
         time.sleep(2.5)
         assert list(client.run(_history).values())[0] > 0
+
+
+def test_gpu_layout_is_one_single_threaded_worker_unless_set() -> None:
+    from pipeline.engine.dask_cluster import gpu_worker_layout
+
+    assert gpu_worker_layout(None, None) == (1, 1)
+    assert gpu_worker_layout(4, None) == (4, 1)
+    assert gpu_worker_layout(None, 3) == (1, 3)

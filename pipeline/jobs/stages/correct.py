@@ -109,7 +109,9 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     from pipeline.io.volume import open_volume
 
     ctx.dask()
-    vol = open_volume(ctx.require_input())
+    from pipeline.backend import volume_on
+
+    vol = volume_on(open_volume(ctx.require_input()), ctx.backend)
     out = correct(vol, cfg)
     dtype = None if cfg.output_dtype == "float32" else out.dtype
     path = ctx.write_volume(out, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), dtype=dtype)

@@ -118,7 +118,9 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     from pipeline.io.volume import open_volume
 
     ctx.dask()
-    vol = open_volume(ctx.require_input())
+    from pipeline.backend import volume_on
+
+    vol = volume_on(open_volume(ctx.require_input()), ctx.backend)
     p = plan(vol, cfg)
     name = f"{ctx.name}.zarr"
     if cfg.normalize.enabled and not cfg.normalize.match_histograms and not fits_in_memory(p.result_nbytes):
