@@ -1,13 +1,14 @@
-"""The default local Dask cluster: loopback only, no profiler history in worker memory, scratch removed."""
+"""The default local Dask cluster: loopback only, no profiler history in worker memory, heap-friendly malloc, scratch removed."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import dask.array as da
 
-from pipeline.engine.dask_cluster import dask_client
+from pipeline.engine.dask_cluster import MMAP_THRESHOLD, dask_client
 
 
 def _history(dask_worker) -> int:  # noqa: ANN001
@@ -22,6 +23,17 @@ def test_workers_keep_no_profile_history_by_default(tmp_path: Path) -> None:
         time.sleep(2.5)  # the profiler cycles once a second
         assert list(client.run(_history).values()) == [0]
     assert not scratch.exists()
+
+
+def _malloc_env() -> tuple[str | None, str | None]:
+    return os.environ.get("MALLOC_MMAP_THRESHOLD_"), os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_workers_reuse_heap_memory_for_slice_temporaries(tmp_path: Path) -> None:
+    # dask's nanny freezes glibc's mmap threshold at 128 KiB (MALLOC_TRIM_THRESHOLD_); porelab
+    # raises it so slice-sized temporaries are not a fresh mmap each, and keeps trimming on
+    with dask_client(n_workers=1, memory_limit="1GiB", local_directory=tmp_path / "s") as client:
+        assert list(client.run(_malloc_env).values()) == [(str(MMAP_THRESHOLD), "65536")]
 
 
 def test_profile_on_when_asked(tmp_path: Path) -> None:
