@@ -175,6 +175,9 @@ def dask_client(
             silence_logs=logging.ERROR,
         )
     client = Client(cluster)
+    from pipeline.engine.worker_memory import TrimWhenHigh
+
+    client.register_plugin(TrimWhenHigh())  # heap memory kept for speed is given back near the limit
     log.info("Dask local cluster: %d workers x %d threads, %s per worker, dashboard %s",
              n_workers, threads_per_worker, memory_limit, client.dashboard_link)
     try:

@@ -36,6 +36,22 @@ def test_workers_reuse_heap_memory_for_slice_temporaries(tmp_path: Path) -> None
         assert list(client.run(_malloc_env).values()) == [(str(MMAP_THRESHOLD), "65536")]
 
 
+def _trims(dask_worker) -> int:  # noqa: ANN001
+    return dask_worker.plugins["porelab-trim-when-high"].trims
+
+
+def test_workers_trim_the_heap_when_memory_is_high(tmp_path: Path) -> None:
+    from pipeline.engine.worker_memory import TrimWhenHigh, trim_heap
+
+    assert trim_heap()  # glibc here
+    with dask_client(n_workers=1, memory_limit="1GiB", local_directory=tmp_path / "s") as client:
+        time.sleep(1.5)
+        assert list(client.run(_trims).values()) == [0]  # a fresh worker is far under 70 % of 1 GiB
+        client.register_plugin(TrimWhenHigh(fraction=0.01, interval_ms=100))  # replaces it: always "high"
+        time.sleep(1.0)
+        assert list(client.run(_trims).values())[0] >= 3
+
+
 def test_profile_on_when_asked(tmp_path: Path) -> None:
     with dask_client(n_workers=1, memory_limit="1GiB", local_directory=tmp_path / "s", profile=True) as client:
         time.sleep(2.5)
