@@ -29,10 +29,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import dask
@@ -42,23 +40,13 @@ import scipy.ndimage as ndi
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.preprocess import timed  # noqa: E402
 from pipeline import backend  # noqa: E402
 from pipeline.correct.chain import correct_volume  # noqa: E402
 from pipeline.io.volume import DEFAULT_CHUNKS, as_volume  # noqa: E402
 from pipeline.preprocess.chain import preprocess_volume  # noqa: E402
 from pipeline.preprocess.median import median_filter  # noqa: E402
 from pipeline.preprocess.normalize import normalize  # noqa: E402
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
-    """(best, median) seconds of ``repeat`` calls, and the last result."""
-    times, out = [], None
-    for _ in range(repeat):
-        out = None
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times), out
 
 
 def synthetic(shape: tuple[int, int, int]) -> np.ndarray:
