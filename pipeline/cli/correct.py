@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--roi", choices=["auto", "none"], default="auto", help="crop to data on every slice (auto) or keep all")
     p.add_argument("--roi-box", type=_box, default=None, metavar="Z0,Z1,Y0,Y1,X0,X1", help="explicit crop box in voxels (after tilt)")
     p.add_argument("--keep-dtype", action="store_true", help="round back to the input's integer type")
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core; one with --backend cupy)")
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
     p.add_argument("--backend", choices=["numpy", "cupy", "auto"], default="numpy",

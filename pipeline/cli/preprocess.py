@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--high", type=float, default=99.5, help="percentile mapped to 1 (default 99.5)")
     p.add_argument("--no-normalize", action="store_true", help="keep intensities (as float32)")
     p.add_argument("--match-histograms", action="store_true", help="match each slice's histogram to the volume's")
-    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
+    p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core; one with --backend cupy)")
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
     p.add_argument("--backend", choices=["numpy", "cupy", "auto"], default="numpy",
