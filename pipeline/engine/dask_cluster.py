@@ -23,10 +23,10 @@ log = logging.getLogger("porelab.engine")
 
 #: glibc's mmap threshold for local workers (its largest dynamic value on 64-bit). The nannies
 #: set MALLOC_TRIM_THRESHOLD_, which freezes glibc's threshold at 128 KiB: every temporary of
-#: a slice (256 x 256 float64 is 512 KiB) is then a fresh mmap, page-faulted and zeroed, and
-#: the correction chain ran 1.9x slower (59 s against 31 s for 640 slices of 256 x 256 on
-#: one worker). With this threshold such temporaries are reused from
-#: the heap; free memory is still trimmed, peak RSS was unchanged (285 MiB).
+#: a slice (256 x 256 float64 is 512 KiB) is then a fresh mmap, page-faulted and zeroed. The
+#: correction of 640 slices of 256 x 256 on one worker took 59 s that way and 26 s with this
+#: threshold, at the same peak RSS (285 MiB). Free heap is still trimmed, and given back when
+#: a worker nears its limit (:class:`pipeline.engine.worker_memory.TrimWhenHigh`).
 MMAP_THRESHOLD = 32 * 2**20
 
 
