@@ -32,6 +32,7 @@ __all__ = [
     "provenance",
     "compressors_for",
     "create_volume_store",
+    "create_group_store",
     "open_volume",
     "write_volume",
     "write_volume_two_pass",
@@ -179,28 +180,64 @@ def create_volume_store(
     dtype : dtype, optional
         On-disk dtype, default the template's.
     """
-    path = Path(path)
     name = str(template.name or "image")
-    dtype = np.dtype(dtype or template.dtype)
+    arrays = create_group_store(path, template, {name: dtype or template.dtype}, chunks=chunks, fill_value=fill_value)
+    return arrays[name]
+
+
+def create_group_store(
+    path: str | os.PathLike[str],
+    template: xr.DataArray,
+    variables: Mapping[str, Any],
+    *,
+    chunks: Sequence[int] | None = None,
+    fill_value: Any = 0,
+    primary: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> dict[str, zarr.Array]:
+    """Create an empty zarr v3 store holding several volumes of ``template``'s shape and coordinates.
+
+    Parameters
+    ----------
+    path : path
+        Store folder; replaced if it exists.
+    template : xarray.DataArray
+        Dims, coords and attrs (given to every variable).
+    variables : mapping of str to dtype
+        Variable names and their on-disk dtypes (``{"probability": "float16", "mask": "uint8"}``).
+    chunks, fill_value
+        As in :func:`create_volume_store`.
+    primary : str, optional
+        The variable :func:`open_volume` opens when none is named (stored as the
+        root attribute ``primary_variable``); default the first one.
+    attrs : mapping, optional
+        Attributes of the store's root.
+
+    Returns
+    -------
+    dict of str to zarr.Array
+    """
+    path = Path(path)
+    if not variables:
+        raise ValueError("a store needs at least one variable")
     chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks or DEFAULT_CHUNKS, template.shape))
-    lazy = xr.DataArray(
-        da.zeros(template.shape, dtype=dtype, chunks=chunks),
-        dims=template.dims,
+    var_attrs = _jsonable(dict(template.attrs))
+    ds = xr.Dataset(
+        {str(n): (template.dims, da.zeros(template.shape, dtype=np.dtype(dt), chunks=chunks), var_attrs) for n, dt in variables.items()},
         coords=template.coords,
-        name=name,
-        attrs=_jsonable(dict(template.attrs)),
+        attrs={**_jsonable(dict(attrs or {})), "primary_variable": primary or next(iter(variables))},
     )
     if path.exists():
         shutil.rmtree(path)
-    lazy.to_dataset().to_zarr(
+    ds.to_zarr(
         path,
         mode="w",
         compute=False,
         zarr_format=3,
         consolidated=False,
-        encoding={name: {"chunks": chunks, "compressors": compressors_for(name), "fill_value": fill_value}},
+        encoding={str(n): {"chunks": chunks, "compressors": compressors_for(str(n)), "fill_value": fill_value} for n in variables},
     )
-    return zarr.open_array(path / name, mode="r+")
+    return {str(n): zarr.open_array(path / str(n), mode="r+") for n in variables}
 
 
 def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.DataArray:
@@ -211,7 +248,8 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
     path : path
         A ``*.zarr`` store written by porelab.
     name : str, optional
-        Variable to open; by default the only data variable of the store.
+        Variable to open; by default the only data variable of the store, or
+        the store's ``primary_variable`` (a segmentation's ``mask``).
 
     Raises
     ------
@@ -228,9 +266,13 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
         raise UserError(f"{path}: cannot be opened as a zarr v3 store ({exc.__class__.__name__}: {exc})") from None
     names = [str(n) for n in ds.data_vars]
     if name is None:
-        if len(names) != 1:
+        primary = ds.attrs.get("primary_variable")
+        if len(names) == 1:
+            name = names[0]
+        elif primary in names:
+            name = primary
+        else:
             raise UserError(f"{path}: holds variables {names}; name the one to open")
-        name = names[0]
     if name not in ds:
         raise UserError(f"{path}: has no variable {name!r}; it holds {names}")
     vol = ds[name]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "pyplot",
     "png",
     "drift_plot",
     "illumination_plot",
@@ -32,13 +33,17 @@ _METHOD_LABELS = {
 }
 
 
-def _plt():  # noqa: ANN202
+def pyplot():  # noqa: ANN201
+    """matplotlib.pyplot on the Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_plt = pyplot
 
 
 def png(fig: Any, dpi: int = 100) -> bytes:
