@@ -28,6 +28,8 @@ COMMANDS: list[str] = [
     "correct",
     "preprocess",
     "synth",
+    "train",
+    "segment",
     "mesh",
     "measure",
     "baseline",

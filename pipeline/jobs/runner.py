@@ -114,6 +114,7 @@ def run_job(
     ray_address: str | None = None,
     fresh: bool = False,
     report: bool = True,
+    until: str | None = None,
 ) -> RunResult:
     """Run the job file ``job_path`` into ``runs_dir/<name>/``.
 
@@ -129,9 +130,14 @@ def run_job(
         Delete the run folder first and redo every stage.
     report : bool
         Write ``report/index.html`` at the end (when the report package is installed).
+    until : str, optional
+        Stop after the stage of this name (``porelab train`` stops after the
+        last training stage); the manifest then says ``partial``.
     """
     job_path = Path(job_path)
     spec = load_job(job_path)
+    if until is not None and until not in spec.stage_names():
+        raise UserError(f"{job_path}: has no stage named {until!r}; its stages are {', '.join(spec.stage_names())}")
     backend = resolve_backend(spec.engine.backend)
     run_dir = Path(runs_dir) / spec.name
     if fresh and run_dir.exists():
@@ -187,6 +193,8 @@ def run_job(
                 result.skipped.append(name)
                 log.info("stage %s: up to date, skipped", name)
                 previous = name
+                if name == until:
+                    break
                 continue
             ctx = StageContext(
                 run_dir=run_dir,
@@ -226,13 +234,16 @@ def run_job(
                 outputs[name] = out.path
             result.ran.append(name)
             previous = name
+            if name == until:
+                break
     except BaseException:
         manifest.data.update(status="failed", updated=now())
         manifest.save()
         engines.close()
         raise
     engines.close()
-    manifest.data.update(status="done", updated=now())
+    partial = until is not None and until != spec.stage_names()[-1]
+    manifest.data.update(status="partial" if partial else "done", updated=now())
     manifest.save()
     if report and importlib.util.find_spec("pipeline.report") is not None:
         from pipeline.report import write_report

@@ -23,7 +23,7 @@ from pipeline.models.card import ModelCard
 from pipeline.models.folder import read_card, resolve_model
 from pipeline.segment.infer import DEFAULT_BLOCK_BYTES, predict_dask
 
-__all__ = ["SegmentOptions", "Segmentation", "segment_volume", "refine_volume", "check_voxel_size", "preprocess_for"]
+__all__ = ["SegmentOptions", "Segmentation", "segment_volume", "refine_volume", "check_voxel_size", "preprocess_for", "load_for"]
 
 
 @dataclass
@@ -107,7 +107,8 @@ def _grey_input(vol: xr.DataArray, card: ModelCard, opts: SegmentOptions, where:
     return vol
 
 
-def _load(opts: SegmentOptions, task: str) -> tuple[Path, ModelCard]:
+def load_for(opts: SegmentOptions, task: str) -> tuple[Path, ModelCard]:
+    """The folder and card of the model ``opts`` names, checked to be a ``task`` model."""
     folder = resolve_model(opts.model, task=task)
     card = read_card(folder)
     if card.task != task:
@@ -127,6 +128,7 @@ def _outputs(prob: da.Array, card: ModelCard, opts: SegmentOptions) -> tuple[da.
 
 def _attrs(card: ModelCard, folder: Path, opts: SegmentOptions, plan_tile: Any) -> dict[str, Any]:
     return {
+        "meaning": "mask: 1 = pore, 0 = solid; probability: pore probability; uncertainty: its spread over test-time flips",
         "model": {"name": card.name, "folder": str(folder), "weights_sha256": card.weights_sha256, "task": card.task},
         "inference": {"tile": list(plan_tile), "overlap": card.inference.overlap if opts.overlap is None else opts.overlap,
                       "threshold": card.inference.threshold if opts.threshold is None else opts.threshold,
@@ -145,7 +147,7 @@ def segment_volume(vol: xr.DataArray, opts: SegmentOptions, *, where: str = "inp
     """
     from pipeline.segment.infer import plan_tiles
 
-    folder, card = _load(opts, "segment")
+    folder, card = load_for(opts, "segment")
     vol = _grey_input(vol, card, opts, where)
     k = card.input.slices
     if vol.shape[0] < k:
@@ -172,7 +174,7 @@ def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentO
     """
     from pipeline.segment.infer import plan_tiles
 
-    folder, card = _load(opts, "refine")
+    folder, card = load_for(opts, "refine")
     if probability.dtype.kind not in "f" or str(probability.name) in LABEL_NAMES:
         raise UserError(f"{where}: holds {probability.name!r} ({probability.dtype}); expected the pore probability of a segment stage")
     image = _grey_input(image, card, opts, image_where)

@@ -126,6 +126,21 @@ def validate(net: Any, card: ModelCard, view: DatasetView, *, split: str, limit:
     return total, kept
 
 
+def _checkpoint_epoch(folder: Path) -> int:
+    try:
+        return int(json.loads((Path(folder) / "state.json").read_text())["epoch"])
+    except (OSError, KeyError, ValueError):
+        return -1
+
+
+def _log_start(root: Path, start: int, world: int, checkpoint: str | None) -> None:
+    """One line per start of the loop in ``starts.jsonl``: where it resumed from (a restart after a failure shows here)."""
+    root.mkdir(parents=True, exist_ok=True)
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_epoch": start, "workers": world, "checkpoint": checkpoint}
+    with open(root / "starts.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
@@ -180,10 +195,15 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
     best: dict[str, Any] | None = None
     start = 0
     with session.restored() as restored:
-        ckpt = restored or latest_checkpoint(paths["checkpoints"], stage_hash=stage_hash)
+        # Ray hands back the last checkpoint every worker reported; the run folder may hold a newer
+        # one that rank 0 wrote before a worker died (or the one of a killed `porelab run`).
+        local = latest_checkpoint(paths["checkpoints"], stage_hash=stage_hash)
+        ckpt = max((c for c in (restored, local) if c is not None), key=_checkpoint_epoch, default=None)
         if ckpt is not None:
             state = load_checkpoint(ckpt, net=net, optimizer=opt)
             start, history, best = int(state["epoch"]), list(state.get("history", [])), state.get("best")
+    if rank == 0:
+        _log_start(root, start, world, None if ckpt is None else str(ckpt))
     epochs, steps = int(s["epochs"]), int(s["steps_per_epoch"])
     total_steps, warmup = epochs * steps, int(round(float(s["warmup_epochs"]) * steps))
     for epoch in range(start, epochs):

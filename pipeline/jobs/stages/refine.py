@@ -43,7 +43,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     image = open_volume(image_path)
     seg = refine_volume(prob, image, opts, where=str(src), image_where=str(image_path))
     template = as_volume(image.data, voxel_size_of(image), name="mask",
-                         attrs={**{k: v for k, v in image.attrs.items() if k != "provenance"}, **seg.attrs,
+                         attrs={**{k: v for k, v in image.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs,
                                 "image_store": str(image_path), "probability_2d_store": str(src)})
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
     porosity = float(open_volume(path).data.mean().compute())

@@ -54,13 +54,10 @@ def write_dataset_segmentation(ctx: StageContext, cfg: Inference, opts: Any, dat
     """Segment (or refine) the chosen samples of a dataset into ``<name>.zarr``, one resumable block per sample."""
     from pipeline.engine.blocks import store_blocks
     from pipeline.errors import UserError
-    from pipeline.models.folder import read_card, resolve_model
     from pipeline.segment.dataset import create_dataset_output, segment_dataset_lazy, select_rows
+    from pipeline.segment.volume import load_for
 
-    folder = resolve_model(opts.model, task=task)
-    card = read_card(folder)
-    if card.task != task:
-        raise UserError(f"{folder}: is a {card.task} model; expected a {task} model here")
+    folder, card = load_for(opts, task)
     prob_rows = None
     if probability is not None:
         import zarr
@@ -113,7 +110,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     vol = open_volume(src)
     seg = segment_volume(vol, opts, where=str(src))
     template = as_volume(vol.data, voxel_size_of(vol), name="mask",
-                         attrs={**{k: v for k, v in vol.attrs.items() if k != "provenance"}, **seg.attrs, "image_store": str(src)})
+                         attrs={**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(src)})
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
     written = open_volume(path)
     porosity = float(written.data.mean().compute())
