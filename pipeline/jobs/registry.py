@@ -27,6 +27,7 @@ STAGE_MODULES: dict[str, str] = {
     "baseline": "pipeline.jobs.stages.baseline",
     "reconstruct": "pipeline.jobs.stages.reconstruct",
     "analyze": "pipeline.jobs.stages.analyze",
+    "evaluate": "pipeline.jobs.stages.evaluate",
     "report": "pipeline.jobs.stages.report",
 }
 

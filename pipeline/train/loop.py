@@ -31,7 +31,7 @@ from pipeline.models.card import ModelCard
 from pipeline.models.folder import LoadedModel, save_model
 from pipeline.train.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from pipeline.train.data import DatasetView, PatchSampler, open_training_data, prepare_image
-from pipeline.train.metrics import counts, summarize
+from pipeline.analyze.confusion import counts, summarize
 
 __all__ = ["train_worker", "learning_rate", "validate", "history_paths"]
 
@@ -84,7 +84,7 @@ def validate(net: Any, card: ModelCard, view: DatasetView, *, split: str, limit:
     from pipeline.segment.infer import plan_tiles
     from pipeline.segment.predictor import TorchPredictor
     from pipeline.segment.tiling import predict_region
-    from pipeline.train.metrics import FIELDS
+    from pipeline.analyze.confusion import FIELDS
 
     module = getattr(net, "module", net)
     was_training = module.training

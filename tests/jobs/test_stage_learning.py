@@ -30,6 +30,8 @@ def _job(tmp: Path, **changes: object) -> Path:
             {"stage": "segment", "name": "seg_ds", "input": "synth", "model": "train2d"},
             {"stage": "train3d", "probability": "seg_ds", "patch": [8, 32, 32], "tile": [8, 64, 64], "epochs": 1,
              "steps_per_epoch": 2, "batch_size": 1, "net": TINY, "workers": {"executor": "local"}},
+            {"stage": "refine", "name": "ref_ds", "input": "seg_ds", "model": "train3d", "splits": ["test"]},
+            {"stage": "evaluate", "segmentations": ["seg_ds", "ref_ds"], "split": "test"},
             {"stage": "ingest", "name": "image", "path": "synth", "sample": 0},
             {"stage": "ingest", "name": "truth", "path": "synth", "sample": 0, "variable": "labels"},
             {"stage": "preprocess", "input": "image"},
@@ -71,6 +73,21 @@ def test_a_dataset_is_segmented_per_sample_with_its_splits(run: Path) -> None:
     assert ds["split"].values.tolist() == src["split"].values.tolist()
     assert ds["sample"].values.tolist() == list(range(src.sizes["sample"]))
     assert ds.attrs["dataset"].endswith("synth.zarr")
+
+
+def test_evaluation_scores_segmentations_and_the_baseline_per_family(run: Path) -> None:
+    import xarray as xr
+
+    d = json.loads((run / "evaluate.json").read_text())
+    src = xr.open_zarr(run / "synth.zarr", consolidated=False)
+    test = [i for i, s in enumerate(src["split"].values.tolist()) if s == "test"]
+    assert d["samples"] == len(test) and set(d["methods"]) == {"seg_ds", "ref_ds", "baseline"}
+    for m in d["methods"].values():
+        assert 0 <= m["overall"]["iou_pore"] <= 1 and [r["sample"] for r in m["per_sample"]] == test
+        assert set(m["families"]) == {src["family"].values[i] for i in test}
+    assert "ce" in d["methods"]["seg_ds"]["overall"] and "ce" not in d["methods"]["baseline"]["overall"]
+    assert (run / "evaluate.md").read_text().startswith("| method | family |")
+    assert "Evaluation on held-out stacks" in (run / "report" / "index.html").read_text()
 
 
 def test_a_volume_is_segmented_and_refined_with_mask_first(run: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.analyze.truth import truth_metrics
-from pipeline.train.metrics import counts, summarize
+from pipeline.analyze.confusion import counts, summarize
 
 
 def test_summed_counts_give_the_truth_metrics_of_the_whole() -> None:
