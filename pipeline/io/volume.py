@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "voxel_size_of",
     "provenance",
     "compressors_for",
+    "consolidate_store",
     "create_volume_store",
     "open_volume",
     "write_volume",
@@ -154,6 +156,23 @@ def compressors_for(name: str) -> list[Any]:
     return [zarr.codecs.BloscCodec(cname=cname, clevel=3 if cname == "zstd" else 5, shuffle=zarr.codecs.BloscShuffle.bitshuffle)]
 
 
+def consolidate_store(path: str | os.PathLike[str]) -> None:
+    """Write the zarr v3 consolidated metadata of the store at ``path`` (in its root ``zarr.json``).
+
+    Plain ``xarray.open_zarr(path)`` / ``xarray.open_dataarray(path, engine="zarr")``
+    read it and open the store silently (without it they warn that they fell
+    back to reading every node). It is a copy of every node's metadata and
+    attrs: call this again after changing attrs or adding nodes, so that
+    it never goes stale. porelab's own readers do not use it.
+    """
+    with warnings.catch_warnings():
+        # "not part of the Zarr format 3 specification": xarray and zarr-python read it, which is what it is for
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # plain files kept inside groups on purpose (a dataset's records/*.json, figures/*.png)
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component", category=UserWarning)
+        zarr.consolidate_metadata(str(path), zarr_format=3)
+
+
 def create_volume_store(
     path: str | os.PathLike[str],
     template: xr.DataArray,
@@ -165,8 +184,10 @@ def create_volume_store(
     """Create an empty zarr v3 store for a volume shaped like ``template``.
 
     Writes the metadata, coordinates and attrs of ``template`` (its data is not
-    written) and returns the zarr array for the variable, ready for
-    chunk-aligned region writes (see :mod:`pipeline.engine.blocks`).
+    written) and consolidated metadata (:func:`consolidate_store`), and returns
+    the zarr array for the variable, ready for chunk-aligned region writes
+    (see :mod:`pipeline.engine.blocks`). Block writes leave the metadata as it
+    is; whoever changes the attrs afterwards calls :func:`consolidate_store`.
 
     Parameters
     ----------
@@ -200,6 +221,7 @@ def create_volume_store(
         consolidated=False,
         encoding={name: {"chunks": chunks, "compressors": compressors_for(name), "fill_value": fill_value}},
     )
+    consolidate_store(path)
     return zarr.open_array(path / name, mode="r+")
 
 
@@ -349,6 +371,7 @@ def write_volume_two_pass(
             data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
             result = store_two_pass(data, target, markers=markers, summary=summary, finish=finish, apply=apply, progress=progress)
             target.attrs.update(_jsonable(result.state))
+            consolidate_store(tmp)
         finally:
             shutil.rmtree(markers, ignore_errors=True)
     return path
