@@ -30,6 +30,8 @@ __all__ = [
     "as_volume",
     "check_voxel_size",
     "voxel_size_of",
+    "origin_of",
+    "is_labels",
     "provenance",
     "compressors_for",
     "consolidate_store",
@@ -41,6 +43,8 @@ __all__ = [
 ]
 
 DIMS: tuple[str, str, str] = ("z", "y", "x")
+#: Variables holding labels (1 = pore) rather than grey values.
+LABEL_NAMES = frozenset({"labels", "mask", "segmentation"})
 #: Default on-disk chunk (z, y, x): 4 MiB of uint16, a good unit for Dask tasks.
 DEFAULT_CHUNKS: tuple[int, int, int] = (32, 256, 256)
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
@@ -112,6 +116,16 @@ def voxel_size_of(vol: xr.DataArray) -> tuple[float, float, float]:
         raise UserError(f"volume {vol.name!r} has no voxel_size_nm attribute") from None
 
 
+def origin_of(vol: xr.DataArray) -> tuple[float, float, float]:
+    """Centre of the first voxel (z, y, x) in nm, from the volume's coordinates (0 along a dim without them)."""
+    return tuple(float(vol[d].values[0]) if d in vol.coords and vol.sizes[d] else 0.0 for d in DIMS)  # type: ignore[return-value]
+
+
+def is_labels(vol: xr.DataArray) -> bool:
+    """True for a label volume (variable ``labels``, ``mask`` or ``segmentation``, or boolean data), False for grey values."""
+    return str(vol.name) in LABEL_NAMES or vol.dtype == np.bool_
+
+
 def provenance(stage: str, params: Mapping[str, Any] | None = None, *, job_hash: str | None = None) -> dict[str, Any]:
     """Provenance record stored in a store's attrs: stage, parameters, versions."""
     import importlib.metadata as md
@@ -142,10 +156,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-#: Variables holding labels (1 = pore) rather than grey values.
-LABEL_NAMES = frozenset({"labels", "mask", "segmentation"})
 
 
 def compressors_for(name: str) -> list[Any]:
@@ -264,10 +274,11 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
 
 
 class atomic_dir:
-    """Context manager giving a temporary sibling folder renamed to ``path`` on success.
+    """Context manager giving a temporary sibling path renamed to ``path`` on success.
 
-    On an exception the temporary folder is removed, so nothing half-written is
-    left where a finished result is expected.
+    The caller writes a folder (a store) or a single file there. On an
+    exception the temporary folder or file is removed, so nothing
+    half-written is left where a finished result is expected.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -283,11 +294,18 @@ class atomic_dir:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            _remove(self.tmp)
             return
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        if self.path.is_dir() or self.tmp.is_dir():  # a file replaces a file atomically; a folder must go first
+            _remove(self.path)
         os.replace(self.tmp, self.path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_volume(
