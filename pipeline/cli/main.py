@@ -32,6 +32,7 @@ COMMANDS: list[str] = [
     "measure",
     "baseline",
     "report",
+    "export",
 ]
 
 
