@@ -243,9 +243,11 @@ def _root_attrs(
             }],
             "rdefs": {"model": "greyscale", "defaultZ": int(vol.shape[0]) // 2},
         }
+    # what the volume was: outside the NGFF keys, which readers ignore
+    ours = {"porelab": {"voxel_size_nm": list(voxel), "provenance": vol.attrs.get("provenance")}}
     if version == "0.4":
         for key in ("image-label", "omero"):
             if key in ome:
                 ome[key]["version"] = "0.4"
-        return ome
-    return {"ome": {"version": "0.5", **ome}}
+        return {**ome, **ours}
+    return {"ome": {"version": "0.5", **ome}, **ours}

@@ -61,6 +61,7 @@ def raw_sidecar(vol: xr.DataArray, path: str | os.PathLike[str]) -> dict[str, An
         "voxel_size_nm": [vz, vy, vx],
         "origin_nm": list(origin_of(vol)),
         "name": str(vol.name or "image"),
+        "provenance": vol.attrs.get("provenance"),
         "fiji": fiji,
         "numpy": f'numpy.memmap("{where}", dtype="{dt.str}", mode="r", shape=({z}, {y}, {x}))',
     }

@@ -95,3 +95,12 @@ def test_nothing_left_behind_on_failure(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(OSError, match="disk full"):
         write_ome_zarr(vol, tmp_path / "x.ome.zarr", levels=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_provenance_travels_with_the_export(tmp_path: Path) -> None:
+    import zarr
+
+    vol = as_volume(np.zeros((2, 4, 4), np.uint8), VOXEL, name="labels", attrs={"provenance": {"stage": "baseline"}})
+    root = zarr.open_group(str(write_ome_zarr(vol, tmp_path / "m.ome.zarr", levels=1, version="0.5")), mode="r")
+    assert root.attrs["porelab"] == {"voxel_size_nm": list(VOXEL), "provenance": {"stage": "baseline"}}
+    assert root.attrs["ome"]["version"] == "0.5" and "image-label" in root.attrs["ome"]
