@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
     done = export_store(args.store, args.output, to=args.to, variable=args.variable, sample=args.sample,
                         levels=args.levels, ngff=args.ngff, overwrite=args.overwrite)
     vz, vy, vx = done.voxel_size_nm
-    levels = f", {done.levels} levels" if done.format == "ome-zarr" else ""
+    levels = f", {done.levels} level{'s' if done.levels > 1 else ''}" if done.format == "ome-zarr" else ""
     print(f"{' + '.join(map(str, done.files))}: {done.format}, {' x '.join(map(str, done.shape))} {done.dtype}, "
           f"voxel {vz:g} x {vy:g} x {vx:g} nm{levels}")
     return 0
