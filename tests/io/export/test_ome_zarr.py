@@ -11,13 +11,11 @@ from pipeline.io.export.downsample import downsample_mean, downsample_mode
 from pipeline.io.export.ome_zarr import write_ome_zarr
 from pipeline.io.volume import as_volume, open_volume, write_volume
 
-ome_zarr = pytest.importorskip("ome_zarr", reason="the ome-zarr package (dev extra) reads the export back")
-
 VOXEL = (10.0, 5.0, 5.0)
 
 
 def _read(path: Path):
-    from ome_zarr.io import parse_url
+    from ome_zarr.io import parse_url  # the ome-zarr package (dev extra), not porelab's reader
     from ome_zarr.reader import Reader
 
     nodes = list(Reader(parse_url(str(path)))())
