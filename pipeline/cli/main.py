@@ -34,6 +34,7 @@ COMMANDS: list[str] = [
     "measure",
     "baseline",
     "report",
+    "export",
 ]
 
 

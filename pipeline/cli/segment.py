@@ -71,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.engine.blocks import store_blocks
     from pipeline.engine.dask_cluster import dask_client, threads_per_task, worker_memory
     from pipeline.errors import UserError
-    from pipeline.io.volume import as_volume, atomic_dir, create_group_store, open_volume, provenance, voxel_size_of
+    from pipeline.io.volume import (as_volume, atomic_dir, consolidate_store, create_group_store, open_volume, provenance,
+                                    voxel_size_of)
     from pipeline.segment.infer import DEFAULT_BLOCK_BYTES
     from pipeline.segment.volume import SegmentOptions, check_voxel_size, load_for, refine_volume, segment_volume
 
@@ -127,6 +128,7 @@ def _run(args: argparse.Namespace) -> int:
                 import zarr
 
                 zarr.open_group(tmp, mode="r+").attrs.update({"refine_model": ref.attrs["model"]})
+                consolidate_store(tmp)
     written = open_volume(out)
     porosity = float(written.data.mean().compute())
     print(f"{out}: {' x '.join(map(str, written.shape))}, porosity {porosity:.4f} (model {seg.attrs['model']['name']}"

@@ -186,6 +186,7 @@ class StageContext:
             for both passes.
         """
         from pipeline.engine.two_pass import store_two_pass
+        from pipeline.io.volume import consolidate_store
 
         self.dask()
         path = self.path(filename)
@@ -196,6 +197,7 @@ class StageContext:
             progress=progress or f"{self.name}: {filename}",
         )
         target.attrs.update(result.state)
+        consolidate_store(path)
         self.blocks_computed[filename] = result.computed + result.recomputed
         return path
 

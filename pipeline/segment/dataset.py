@@ -115,6 +115,9 @@ def create_dataset_output(out: Path, dataset: Path, rows: Sequence[int], variabl
     enc = {n: {"chunks": chunks, "compressors": compressors_for(n), "fill_value": 0} for n in variables}
     ds.to_zarr(out, mode="w", compute=False, zarr_format=3, consolidated=False, encoding=enc)
     src.close()
+    from pipeline.io.volume import consolidate_store
+
+    consolidate_store(out)
     return {n: zarr.open_array(out / n, mode="r+") for n in variables}
 
 
