@@ -93,7 +93,7 @@ def _split(n: int, c: int, halo: int) -> tuple[int, ...]:
 
 
 def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget_bytes: int = DEFAULT_BLOCK_BYTES,
-                 z_multiple: int = 1) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+                 z_multiple: int = 1, min_blocks: int = 1) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Dask chunks (z, y, x) of the blocks a volume is segmented in.
 
     Whole (y, x) planes when a few slices of them fit ``budget_bytes`` (no
@@ -127,7 +127,23 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
         cz += grain
     if Z - cz < grain and _block_bytes(plan, (Z, *yx), (0, *halo_yx), n_out) <= budget_bytes:
         cz = Z  # the rest of the axis fits too: one block along z
+    n_yx = -(-Y // yx[0]) * -(-X // yx[1])
+    if n_yx * -(-Z // cz) < min_blocks:
+        want = -(-min_blocks // n_yx)
+        cz = max(min_z, -(-Z // want))
+        if grain > 1 and cz > grain:
+            cz = -(-cz // grain) * grain
     return _split(Z, cz, hz), _split(Y, yx[0], int(plan.halo[1])), _split(X, yx[1], int(plan.halo[2]))
+
+
+def _cluster_threads() -> int:
+    """Dask threads of the active client (1 without one)."""
+    try:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return 1
 
 
 def _predict_block(block: np.ndarray, *, origin: Sequence[int], region: Sequence[slice], shape: Sequence[int],
@@ -200,7 +216,8 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
         raise ValueError(f"the model reads {plan.channels} channel(s); the data has {data.shape[0]}")
     n_out = 2 if tta else 1
     z_multiple = int(data.chunks[1][0]) if data.numblocks[1] > 1 else 1
-    chunks = block_chunks(shape, plan, n_out=n_out, budget_bytes=budget_bytes, z_multiple=z_multiple)
+    chunks = block_chunks(shape, plan, n_out=n_out, budget_bytes=budget_bytes, z_multiple=z_multiple,
+                          min_blocks=2 * _cluster_threads())
     x = data.astype(np.float32).rechunk(((data.shape[0],), *chunks))
     depth = {0: 0}
     for ax in range(3):

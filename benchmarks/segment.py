@@ -1,0 +1,197 @@
+"""Segmentation throughput and training scaling, measured in one run.
+
+Run:  .venv/bin/python benchmarks/segment.py [--model DIR] [--shape 48,512,512] [--workers 2]
+      [--skip-inference] [--skip-training] [--accuracy]
+
+What is measured:
+
+* inference (same model, same tiles, same volume):
+  - baseline: a plain in-process batched torch loop (``predict_volume``: the
+    tiles of the global grid, batched, blended) with torch on all cores;
+  - porelab's dask path: ``predict_dask`` on N single-threaded local workers
+    (torch threads = cores / workers), the model loaded once per worker,
+    (a) computed and gathered, (b) store to store (zarr float32 in,
+    segmentation store out) as ``porelab segment`` does;
+  - the ratio of each to the baseline, max |difference| to it, peak RSS per
+    worker, and seconds per Gvox extrapolated for a whole stack.
+* training (``--skip-training`` to leave out): samples/s of 2 Ray Train
+  workers against 1 on the same dataset and settings (second epoch).
+* accuracy (``--accuracy``): runs ``jobs/ablation.yaml`` (2D, 2.5D k = 3, 5,
+  each with and without 3D refinement, against the threshold baseline on the
+  test split) and prints its table. Long: see the job file.
+
+The default model is a randomly initialised 2.5D U-Net of the shipped
+architecture unless ``--model`` names a trained one (speed does not depend on
+the weights). On a shared machine the seconds are noisy: compare ratios from
+the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.engine.dask_cluster import dask_client, threads_per_task  # noqa: E402
+from pipeline.io.volume import as_volume, open_volume, write_volume  # noqa: E402
+from pipeline.models.folder import read_card  # noqa: E402
+from pipeline.segment.infer import predict_dask, predict_volume  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _peak_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rendered_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """A rendered synthetic stack (random spheres, default render settings), preprocessed to float32 in [0, 1]."""
+    from pipeline.synth.render_builtin import render_builtin
+    from pipeline.synth.structures import random_spheres
+    from pipeline.train.config import DEFAULT_PREPROCESS
+    from pipeline.train.data import prepare_image
+
+    full = (max(shape[0], 32), *shape[1:])
+    labels = random_spheres(full, porosity=0.5, median_nm=120.0, sigma=0.3, voxel_size_nm=(10.0, 10.0, 10.0), seed=seed).labels
+    labels = labels[: shape[0]]
+    img = render_builtin(labels, (10.0, 10.0, 10.0), seed=seed).image
+    return prepare_image(img, DEFAULT_PREPROCESS)
+
+
+def default_model(folder: Path) -> Path:
+    """A randomly initialised model of the shipped 2.5D architecture (for speed only)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import make_model_folder  # noqa: PLC0415 - the tests' model maker
+
+    return make_model_folder(folder, kind="slices", k=3, features=16, depth=4, tile=(256, 256))
+
+
+def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp: Path) -> None:
+    import torch
+
+    card = read_card(model)
+    cores = len(os.sched_getaffinity(0))
+    vol = rendered_volume(shape)
+    vox = vol.size
+    print(f"inference: model {card.name} ({card.parameters:,} parameters, {card.input.slices} slices, tile "
+          f"{card.inference.tile}, overlap {card.inference.overlap}), volume {shape}, {cores} cores")
+    torch.set_num_threads(cores)
+    predict_volume(vol[: card.input.slices + 1], model, card, threads=cores)  # warm-up (model load, oneDNN kernels)
+    _reset_peak()
+    t0 = time.perf_counter()
+    ref = predict_volume(vol, model, card, threads=cores)
+    base = time.perf_counter() - t0
+    print(f"  baseline (in-process batched torch loop, {cores} threads): {vox / base / 1e6:.3f} Mvox/s "
+          f"({base:.1f} s), peak RSS {_peak_mib():.0f} MiB")
+    src = write_volume(as_volume(vol, (10.0, 10.0, 10.0)), tmp / "in.zarr")
+    with dask_client(n_workers=workers, threads_per_worker=1, memory_limit="3GiB", local_directory=tmp / "dask") as client:
+        threads = threads_per_task(client)
+        data = open_volume(src).data
+        warm = predict_dask(data[: card.input.slices + 1], model, card, threads=threads)
+        warm.compute()  # the model loaded on every worker once, before timing
+        client.run(_reset_peak)
+        t0 = time.perf_counter()
+        out = predict_dask(data, model, card, threads=threads).compute()
+        gathered = time.perf_counter() - t0
+        peaks = list(client.run(_peak_mib).values())
+        diff = float(np.abs(out - ref).max())
+        print(f"  dask path, {workers} workers x {threads} torch thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
+              f"({gathered:.1f} s) = {base / gathered:.2f}x baseline; max |diff| {diff:.1e}; peak RSS per worker "
+              + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
+        from pipeline.engine.blocks import store_blocks
+        from pipeline.io.volume import create_group_store
+        from pipeline.segment.volume import SegmentOptions, segment_volume
+
+        client.run(_reset_peak)
+        t0 = time.perf_counter()
+        seg = segment_volume(open_volume(src), SegmentOptions(model=model, threads=threads))
+        targets = create_group_store(tmp / "out.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), seg.variables)
+        store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None)
+        stored = time.perf_counter() - t0
+        peaks = list(client.run(_peak_mib).values())
+        print(f"  dask path, store to store (porelab segment): {vox / stored / 1e6:.3f} Mvox/s ({stored:.1f} s) = "
+              f"{base / stored:.2f}x baseline; peak RSS per worker " + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
+        print(f"  a whole stack: {stored / vox * 1e9 / 60:.1f} min per Gvox store to store on {workers} workers")
+
+
+def bench_training(tmp: Path, dataset: Path | None) -> None:
+    from pipeline.engine.ray_cluster import ray_session
+    from pipeline.train.config import Train2DSettings
+    from pipeline.train.run import train_model
+
+    if dataset is None:
+        from pipeline.synth.factory import build_dataset, plan_samples
+        from pipeline.synth.params import DEFAULT_RENDER_RANGES
+
+        dataset = tmp / "train.zarr"
+        plans = plan_samples(12, seed=5, shape=(32, 128, 128), voxel_size_nm=(10.0, 10.0, 10.0),
+                             families={"solid_spheres": 1.0, "blobs": 1.0}, structure_ranges={"porosity": (0.35, 0.65)},
+                             render={"backend": "builtin"}, render_ranges=DEFAULT_RENDER_RANGES)
+        build_dataset(dataset, plans, seed=5, executor="local", splits={"train": 0.75, "val": 0.25}, figures=False)
+    rates = {}
+    cores = len(os.sched_getaffinity(0))
+    with ray_session(num_cpus=cores):
+        for n in (1, 2):
+            s = Train2DSettings(slices=3, patch=(128, 128), tile=(128, 128), epochs=2, steps_per_epoch=20, batch_size=8,
+                                val_slices=2, val_samples=1, net={"features": 16, "depth": 4},
+                                workers={"executor": "ray", "num_workers": n, "cpus_per_worker": max(1, cores // n)})
+            r = train_model(s, root=tmp / f"train{n}", dataset=dataset, seed=0, stage_hash=f"b{n}", name=f"b{n}")
+            rates[n] = r.history[-1]["samples_per_second"]
+            print(f"training: {n} Ray worker(s) x {max(1, cores // n)} CPU: {rates[n]:.2f} samples/s (128 x 128 x 3 patches, "
+                  f"data loading {100 * r.history[-1]['data_fraction']:.0f} % of the step time)")
+    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+
+
+def bench_accuracy() -> None:
+    job = REPO / "jobs" / "ablation.yaml"
+    subprocess.run([sys.executable, "-m", "pipeline", "run", str(job)], check=True, cwd=REPO)
+    from pipeline.jobs.models import load_job
+
+    name = load_job(job).name
+    for f in sorted((REPO / "runs" / name).glob("*.md")):
+        print(f"accuracy ({f.stem}):\n{f.read_text()}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="model folder (default: random weights, shipped architecture)")
+    ap.add_argument("--shape", default="48,512,512", help="volume Z,Y,X of the inference benchmark")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--dataset", type=Path, default=None, help="dataset for the training benchmark (default: a small one)")
+    ap.add_argument("--skip-inference", action="store_true")
+    ap.add_argument("--skip-training", action="store_true")
+    ap.add_argument("--accuracy", action="store_true", help="also run jobs/ablation.yaml (long) and print its table")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="porelab-bench-segment-", dir=os.environ.get("PORELAB_CACHE")))
+    try:
+        if not args.skip_inference:
+            model = args.model or default_model(tmp / "model")
+            bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp)  # type: ignore[arg-type]
+        if not args.skip_training:
+            bench_training(tmp, args.dataset)
+        if args.accuracy:
+            bench_accuracy()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
