@@ -1,0 +1,59 @@
+"""Segment a stack 4x larger than the workers' memory; the worker stays under its limit and is never restarted."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.engine.dask_cluster import dask_client, threads_per_task, worker_memory
+from pipeline.io.volume import as_volume, create_group_store, open_volume, write_volume
+
+LIMIT = 640 * 2**20  # bytes per worker: torch alone takes about 250 MiB of it
+WORKERS = 1
+
+
+def _synthetic(z: int, n: int) -> da.Array:
+    """float32 porous-looking slices in [0, 1], made chunk by chunk (never whole)."""
+
+    def block(block_info=None):  # noqa: ANN001, ANN202
+        (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        import scipy.ndimage as ndi
+
+        f = ndi.gaussian_filter(np.random.default_rng(z0).standard_normal((z1 - z0, y1 - y0, x1 - x0)), (1, 3, 3))
+        return np.clip(0.3 + 0.5 * (f > 0) + 0.05 * f, 0, 1).astype(np.float32)
+
+    return da.map_blocks(block, dtype=np.float32, chunks=((32,) * (z // 32), (n,), (n,)))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_segment_out_of_core(tmp_path, model_factory) -> None:  # noqa: ANN001
+    import resource
+
+    from pipeline.engine.blocks import store_blocks
+    from pipeline.segment.volume import SegmentOptions, segment_volume
+
+    n = 512
+    z = 4 * WORKERS * LIMIT // (4 * n * n)
+    z = (z // 32 + 1) * 32
+    model = model_factory("slices", k=3, features=4, depth=2, tile=(128, 128))
+    with dask_client(n_workers=WORKERS, memory_limit=LIMIT, local_directory=tmp_path / "dask") as client:
+        pids = client.run(lambda: __import__("os").getpid())
+        write_volume(as_volume(_synthetic(z, n), [10, 5, 5]), tmp_path / "grey.zarr")
+        vol = open_volume(tmp_path / "grey.zarr")
+        assert vol.nbytes >= 4 * WORKERS * LIMIT
+        opts = SegmentOptions(model=model, threads=threads_per_task(client), budget_bytes=worker_memory(client) // 5)
+        seg = segment_volume(vol, opts)
+        targets = create_group_store(tmp_path / "seg.zarr", as_volume(vol.data, [10, 5, 5], name="mask"), seg.variables)
+        store_blocks(seg.data, [targets[k] for k in seg.variables], markers=None)
+        peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        assert client.run(lambda: __import__("os").getpid()) == pids  # no worker was killed and restarted
+    assert all(v < LIMIT for v in peaks.values()), {k: v / 2**20 for k, v in peaks.items()}
+    mask = open_volume(tmp_path / "seg.zarr")
+    prob = open_volume(tmp_path / "seg.zarr", "probability")
+    assert mask.shape == (z, n, n)
+    s = slice(z // 2, z // 2 + 2)
+    assert np.array_equal(mask[s].values, (prob[s].values >= 0.5).astype(np.uint8))
+    print(f"stack {z}x{n}x{n} = {vol.nbytes / 2**20:.0f} MiB float32; worker peak RSS "
+          f"{max(peaks.values()) / 2**20:.0f} MiB of {LIMIT / 2**20:.0f} MiB")
