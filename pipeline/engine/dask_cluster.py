@@ -16,7 +16,7 @@ import psutil
 from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
-__all__ = ["dask_client", "default_workers", "gpu_worker_layout", "cluster_memory", "fits_in_memory"]
+__all__ = ["dask_client", "check_scheduler", "default_workers", "gpu_worker_layout", "cluster_memory", "fits_in_memory"]
 
 log = logging.getLogger("porelab.engine")
 
@@ -90,6 +90,14 @@ def _check_address(address: str) -> None:
         raise UserError(f"--dask address {address!r} is not valid; expected tcp://HOST:PORT")
 
 
+def check_scheduler(address: str) -> None:
+    """Raise a one-sentence UserError unless ``address`` is a scheduler address that accepts connections."""
+    _check_address(address)
+    host_port = split_address(address)
+    if host_port is not None and not tcp_reachable(*host_port):
+        raise UserError(f"no Dask scheduler answered at {address} (connection refused or timed out)")
+
+
 @contextlib.contextmanager
 def dask_client(
     address: str | None = None,
@@ -133,10 +141,7 @@ def dask_client(
     if not log.isEnabledFor(logging.INFO) and noisy.level < logging.ERROR:
         noisy.setLevel(logging.ERROR)
     if address is not None:
-        _check_address(address)
-        host_port = split_address(address)
-        if host_port is not None and not tcp_reachable(*host_port):
-            raise UserError(f"no Dask scheduler answered at {address} (connection refused or timed out)")
+        check_scheduler(address)
         try:
             client = Client(address, timeout=timeout_s)
         except (OSError, TimeoutError) as exc:

@@ -9,6 +9,7 @@ done markers, so running the job again finishes it without redoing blocks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
 import shutil
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import resolve_backend
-from pipeline.errors import UserError
+from pipeline.errors import ClusterError, UserError
 from pipeline.jobs.context import StageContext
+from pipeline.jobs.lock import LOCK_NAME, SUBMIT_DIR, run_lock
 from pipeline.jobs.manifest import Manifest, git_commit, machine_info, now, package_versions
 from pipeline.jobs.models import JobSpec, load_job, spec_hash, stage_hash
 from pipeline.jobs.registry import stage_module
@@ -90,6 +92,10 @@ class _Engines:
             )
         return self._client
 
+    def scheduler_lost(self) -> bool:
+        """Whether the run's Dask client lost its scheduler (a remote one that went away)."""
+        return self._client is not None and self.dask_address is not None and self._client.status != "running"
+
     def ray(self) -> None:
         if not self._ray:
             from pipeline.engine.ray_cluster import ray_session
@@ -98,7 +104,40 @@ class _Engines:
             self._ray = True
 
     def close(self) -> None:
+        if self.scheduler_lost():  # nothing to close on the other side; do not wait for it
+            with contextlib.suppress(Exception):
+                self._client.close(timeout=2)
+            self.stack.pop_all()
+            return
         self.stack.close()
+
+
+#: errors of the run folder's filesystem that no retry fixes: full, over quota, read-only, not writable
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _lost_scheduler_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is how distributed reports a scheduler that went away."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"CommClosedError", "FutureCancelledError", "CancelledError", "StreamClosedError"}) or (
+        isinstance(exc, (OSError, TimeoutError)) and "scheduler" in str(exc).lower()
+    )
+
+
+def _stage_failure(exc: BaseException, stage: str, run_dir: Path, engines: _Engines) -> ClusterError | None:
+    """The one-sentence error for a stage that failed because of its cluster or its disk; None for other failures."""
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        where = exc.filename or run_dir
+        return ClusterError(
+            f"stage {stage!r} could not write {where} ({exc.strerror or errno.errorcode.get(exc.errno or 0)}); "
+            f"free space in or make writable {run_dir.parent} and run again: finished blocks are kept"
+        )
+    if engines.scheduler_lost() or (engines.dask_address is not None and _lost_scheduler_error(exc)):
+        return ClusterError(
+            f"the Dask scheduler at {engines.dask_address} went away during stage {stage!r} "
+            f"({exc.__class__.__name__}); start it again and run the same command: finished blocks are kept"
+        )
+    return None
 
 
 def _output_exists(entry: dict[str, Any]) -> bool:
@@ -126,7 +165,7 @@ def run_job(
     dask_address, ray_address : str, optional
         Running clusters to use instead of the job's engines or local ones.
     fresh : bool
-        Delete the run folder first and redo every stage.
+        Delete the run folder's contents first (not its lock and ``.submit/``) and redo every stage.
     report : bool
         Write ``report/index.html`` at the end (when the report package is installed).
     """
@@ -134,11 +173,37 @@ def run_job(
     spec = load_job(job_path)
     backend = resolve_backend(spec.engine.backend)
     run_dir = Path(runs_dir) / spec.name
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
+    with run_lock(run_dir):
+        run_dir = run_dir.resolve()
+        if fresh:
+            for child in run_dir.iterdir():  # all but the lock we hold and how the run was submitted
+                if child.name in (LOCK_NAME, SUBMIT_DIR):
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        try:
+            return _run_locked(spec, job_path, run_dir, backend, dask_address, ray_address, report)
+        except OSError as exc:  # the manifest itself could not be written
+            if exc.errno in _STORAGE_ERRNOS:
+                raise ClusterError(
+                    f"{exc.filename or run_dir}: cannot be written ({exc.strerror}); free space in or make writable "
+                    f"{run_dir.parent} and run again"
+                ) from None
+            raise
 
+
+def _run_locked(
+    spec: JobSpec,
+    job_path: Path,
+    run_dir: Path,
+    backend: str,
+    dask_address: str | None,
+    ray_address: str | None,
+    report: bool,
+) -> RunResult:
+    """:func:`run_job` once the run folder's lock is held."""
     digest = spec_hash(spec)
     old = Manifest.load(run_dir / "manifest.json")
     if (
@@ -210,8 +275,13 @@ def run_job(
             try:
                 out = stage_module(cfg.stage).run(ctx, cfg)
             except BaseException as exc:
-                entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", seconds=round(time.perf_counter() - t0, 3))
-                manifest.set_stage(entry)
+                clear = _stage_failure(exc, name, run_dir, engines)
+                entry.update(status="failed", error=str(clear) if clear else f"{exc.__class__.__name__}: {exc}",
+                             seconds=round(time.perf_counter() - t0, 3))
+                with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; it still says "running"
+                    manifest.set_stage(entry)
+                if clear is not None:
+                    raise clear from None
                 raise
             entry.update(
                 status="done",
@@ -228,7 +298,8 @@ def run_job(
             previous = name
     except BaseException:
         manifest.data.update(status="failed", updated=now())
-        manifest.save()
+        with contextlib.suppress(OSError):
+            manifest.save()
         engines.close()
         raise
     engines.close()

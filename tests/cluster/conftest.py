@@ -1,0 +1,302 @@
+"""Real schedulers on 127.0.0.1 for the cluster tests: a one-node SLURM, a Dask scheduler with two workers,
+a Ray head with one worker node. Every process a fixture starts is stopped by it, by PID, also when the
+test fails.
+
+Fixtures (usable by any test under tests/cluster/):
+
+- ``slurm``: munged, slurmctld and slurmd with a minimal slurm.conf in a temporary folder;
+  ``slurm.env`` points SLURM's commands at it. Skips, with the daemons' own words, where they cannot start.
+- ``dask_cluster``: ``dask scheduler`` and two ``dask worker`` processes (each with its nanny);
+  ``kill_worker()`` SIGKILLs a worker process (its nanny starts a new one), ``kill_scheduler()`` and
+  ``start_scheduler()`` take the scheduler away and bring it back on the same port.
+- ``ray_cluster``: ``ray start --head --node-ip-address 127.0.0.1`` with token auth and its dashboard (Jobs
+  API) on 127.0.0.1, plus one worker node; ``kill_worker_node()`` SIGKILLs every process of that node.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, *, poll_s: float = 0.2,
+               alive: Callable[[], bool] | None = None, log: Path | None = None) -> None:
+    """Poll ``check`` until it is true; fail with ``what`` (and the log's tail) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        tail = "" if log is None or not log.exists() else "\n" + log.read_text(errors="replace")[-3000:]
+        if alive is not None and not alive():
+            raise AssertionError(f"{what}: the process exited{tail}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s{tail}")
+        time.sleep(poll_s)
+
+
+@dataclass
+class Service:
+    """One process started by a fixture, in its own session, its output in ``log``; ``stop()`` ends it by PID."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    tree: set[int] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Service:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, cwd=cwd, start_new_session=True)
+        return cls(name, proc, log)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def remember_tree(self) -> None:
+        """Note the ids of every process below this one (they may leave its session, as Ray's do)."""
+        try:
+            self.tree |= {p.pid for p in psutil.Process(self.pid).children(recursive=True)}
+        except psutil.NoSuchProcess:
+            pass
+
+    def descendants(self) -> list[psutil.Process]:
+        self.remember_tree()
+        out = []
+        for pid in self.tree:
+            try:
+                out.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM the process, then its group and the processes below it; SIGKILL what is left after ``grace_s``."""
+        below = self.descendants()
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            for p in below:
+                try:
+                    p.send_signal(sig)
+                except psutil.NoSuchProcess:
+                    pass
+            _, still = psutil.wait_procs(below, timeout=5 if sig == signal.SIGTERM else 10)
+            below = still
+            if self.alive():
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            if not below and not self.alive():
+                break
+        self.proc.wait()
+
+
+class Services:
+    """The services of one fixture, stopped in reverse order of their start."""
+
+    def __init__(self) -> None:
+        self.items: list[Service] = []
+
+    def add(self, service: Service) -> Service:
+        self.items.append(service)
+        return service
+
+    def stop_all(self) -> None:
+        errors = []
+        for service in reversed(self.items):
+            try:
+                service.stop()
+            except Exception as exc:  # noqa: BLE001 - stop the others anyway
+                errors.append(f"{service.name}: {exc}")
+        self.items.clear()
+        assert not errors, errors
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    """The environment of every process a fixture starts: this checkout first, caches in the test's folder."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+        PORELAB_PROGRESS="0",
+        RAY_USAGE_STATS_ENABLED="0",
+        DASK_TEMPORARY_DIRECTORY=str(tmp / "dask-tmp"),
+        MPLCONFIGDIR=str(REPO / ".cache" / "matplotlib"),
+        XDG_CACHE_HOME=str(REPO / ".cache" / "xdg"),
+    )
+    return env
+
+
+# ---------------------------------------------------------------- SLURM
+
+SLURM_CONF = """\
+ClusterName=porelabtest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmdPort={slurmd_port}
+SlurmUser={user}
+SlurmdUser={user}
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+CredType=cred/munge
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd.pid
+SlurmctldLogFile={root}/slurmctld.log
+SlurmdLogFile={root}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+SchedulerType=sched/backfill
+SwitchType=switch/none
+MpiDefault=none
+MailProg=/bin/true
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+ReturnToService=2
+KillWait=10
+MinJobAge=600
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@dataclass
+class Slurm:
+    """A one-node SLURM cluster on 127.0.0.1 (node ``localhost``, partition ``debug``)."""
+
+    root: Path
+    env: dict[str, str]
+    cpus: int
+    memory_mb: int
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, env=self.env, timeout=timeout)
+        if check:
+            assert proc.returncode == 0, f"{' '.join(argv)}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    def state(self, job_id: str) -> str:
+        out = self.run("scontrol", "show", "job", "--oneliner", job_id, check=False).stdout
+        for word in out.split():
+            if word.startswith("JobState="):
+                return word.split("=", 1)[1]
+        return "UNKNOWN"
+
+    def wait_job(self, job_id: str, timeout_s: float = 300) -> str:
+        """Wait until the job has ended; returns its final state."""
+        final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+        wait_until(lambda: self.state(job_id) in final, timeout_s, f"SLURM job {job_id}", poll_s=0.5,
+                   log=self.root / "slurmctld.log")
+        return self.state(job_id)
+
+
+def _slurm_missing() -> str | None:
+    missing = [tool for tool in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "scontrol", "scancel")
+               if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists()]
+    return f"SLURM is not installed ({', '.join(missing)} missing; apt-get install slurm-wlm munge)" if missing else None
+
+
+def _sbin(tool: str) -> str:
+    return shutil.which(tool) or str(Path("/usr/sbin") / tool)
+
+
+@pytest.fixture
+def slurm(tmp_path: Path) -> Iterator[Slurm]:
+    why = _slurm_missing()
+    if why:
+        pytest.skip(why)
+    # unix socket paths must stay under 108 bytes: a short folder of its own
+    root = Path(tempfile.mkdtemp(prefix="plslurm-", dir="/tmp"))
+    root.chmod(0o755)  # munged wants its socket folder reachable by the clients
+    for sub in ("state", "spool"):
+        (root / sub).mkdir()
+    services = Services()
+    cpus = max(1, len(os.sched_getaffinity(0)))
+    memory_mb = 4096
+    env = {**base_env(tmp_path), "SLURM_CONF": str(root / "slurm.conf")}
+    try:
+        subprocess.run([_sbin("mungekey"), "--create", "--keyfile", str(root / "munge.key")], check=True,
+                       capture_output=True, timeout=30)
+        (root / "munge.key").chmod(0o600)
+        munged = services.add(Service.start("munged", [
+            _sbin("munged"), "--foreground", "--force", f"--socket={root}/munge.sock", f"--key-file={root}/munge.key",
+            f"--pid-file={root}/munged.pid", f"--seed-file={root}/munge.seed", f"--log-file={root}/munged.log",
+        ], root / "munged.out", env=env))
+        try:
+            wait_until(lambda: (root / "munge.sock").exists(), 15, "munged", alive=munged.alive, log=root / "munged.out")
+        except AssertionError as exc:
+            pytest.skip(f"munged cannot start here: {str(exc)[-300:]}")
+        (root / "slurm.conf").write_text(SLURM_CONF.format(
+            ctld_port=free_port(), slurmd_port=free_port(), user=getpass.getuser(), munge_socket=root / "munge.sock",
+            root=root, cpus=cpus, memory_mb=memory_mb))
+        ctld = services.add(Service.start("slurmctld", [_sbin("slurmctld"), "-D", "-i", "-f", str(root / "slurm.conf")],
+                                          root / "slurmctld.out", env=env))
+        slurmd = services.add(Service.start("slurmd", [_sbin("slurmd"), "-D", "-N", "localhost", "-f", str(root / "slurm.conf")],
+                                            root / "slurmd.out", env=env))
+        cluster = Slurm(root, env, cpus, memory_mb)
+
+        def idle() -> bool:
+            out = cluster.run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+            return out[:1] == ["idle"]
+
+        try:
+            wait_until(idle, 30, "the SLURM node", poll_s=0.3,
+                       alive=lambda: ctld.alive() and slurmd.alive(), log=root / "slurmd.out")
+        except AssertionError as exc:
+            logs = "".join((root / f).read_text(errors="replace")[-400:] for f in ("slurmctld.out", "slurmd.out") if (root / f).exists())
+            pytest.skip(f"the SLURM daemons cannot start here ({str(exc).splitlines()[0]}): {logs}")
+        yield cluster
+    finally:
+        try:
+            if (root / "slurm.conf").exists() and any(s.alive() for s in services.items):
+                subprocess.run(["scancel", "--full", "--user", getpass.getuser()], env=env, capture_output=True, timeout=30)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=30)
+                    if queue.returncode != 0 or not queue.stdout.strip():
+                        break
+                    time.sleep(0.5)
+        finally:
+            services.stop_all()
+            shutil.rmtree(root, ignore_errors=True)
