@@ -275,9 +275,13 @@ def _run_locked(
             try:
                 out = stage_module(cfg.stage).run(ctx, cfg)
             except BaseException as exc:
-                clear = _stage_failure(exc, name, run_dir, engines)
-                entry.update(status="failed", error=str(clear) if clear else f"{exc.__class__.__name__}: {exc}",
-                             seconds=round(time.perf_counter() - t0, 3))
+                clear = None
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    error = "stopped (interrupted or terminated); run the job again to resume it"
+                else:
+                    clear = _stage_failure(exc, name, run_dir, engines)
+                    error = str(clear) if clear else f"{exc.__class__.__name__}: {exc}"
+                entry.update(status="failed", error=error, seconds=round(time.perf_counter() - t0, 3))
                 with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; it still says "running"
                     manifest.set_stage(entry)
                 if clear is not None:
