@@ -142,6 +142,11 @@ def dask_client(
         noisy.setLevel(logging.ERROR)
     if address is not None:
         check_scheduler(address)
+        # A scheduler that goes away makes the client log each failed reconnect with a traceback;
+        # the run reports the loss itself, in one sentence (the runner's ClusterError).
+        client_log = logging.getLogger("distributed.client")
+        if not log.isEnabledFor(logging.INFO) and client_log.level < logging.CRITICAL:
+            client_log.setLevel(logging.CRITICAL)
         try:
             client = Client(address, timeout=timeout_s)
         except (OSError, TimeoutError) as exc:

@@ -18,13 +18,16 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.cluster.processes import Service, Services, base_env, free_port, wait_until
@@ -166,3 +169,88 @@ def slurm(tmp_path: Path) -> Iterator[Slurm]:
         finally:
             services.stop_all()
             shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- Dask
+
+
+@dataclass
+class DaskCluster:
+    """``dask scheduler`` and ``dask worker`` processes (each a nanny with its worker process) on 127.0.0.1."""
+
+    root: Path
+    port: int
+    env: dict[str, str]
+    services: Services
+    scheduler: Service | None = None
+    workers: list[Service] = field(default_factory=list)
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        scheme = "tls" if "--tls-cert" in self.extra_args else "tcp"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def start_scheduler(self) -> None:
+        """Start a scheduler on this cluster's port (again, after :meth:`kill_scheduler`)."""
+        n = sum(s.name.startswith("scheduler") for s in self.services.items)
+        log = self.root / f"scheduler-{n}.log"
+        self.scheduler = self.services.add(Service.start(f"scheduler-{n}", [
+            sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+            "--dashboard-address", "127.0.0.1:0", *self.extra_args], log, env=self.env))
+        wait_until(lambda: "Scheduler at:" in log.read_text(errors="replace"), 60, "the Dask scheduler",
+                   alive=self.scheduler.alive, log=log)
+
+    def start_workers(self, n: int = 2, memory_limit: str = "1GiB") -> None:
+        """Start ``n`` more single-threaded workers and wait until the scheduler has all of them."""
+        for _ in range(n):
+            i = len(self.workers)
+            self.workers.append(self.services.add(Service.start(f"worker-{i}", [
+                sys.executable, "-m", "distributed.cli.dask_worker", self.address, "--host", "127.0.0.1",
+                "--nworkers", "1", "--nthreads", "1", "--memory-limit", memory_limit, "--no-dashboard",
+                "--name", f"w{i}", "--local-directory", str(self.root / f"w{i}"), *self.extra_args],
+                self.root / f"worker-{i}.log", env=self.env)))
+        wait_until(lambda: self.n_workers() >= len([w for w in self.workers if w.alive()]), 90, f"{n} Dask workers",
+                   poll_s=0.5, log=self.workers[-1].log)
+
+    def n_workers(self) -> int:
+        """Workers the scheduler knows, as its log tells (no client of ours stays connected)."""
+        assert self.scheduler is not None
+        text = self.scheduler.log.read_text(errors="replace")
+        return text.count("Register worker") - text.count("Remove worker")
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The worker processes the nannies run now (what a SIGKILL should hit)."""
+        out = []
+        for nanny in self.workers:
+            if nanny.alive():
+                nanny.remember_tree()
+                out += [p for p in nanny.descendants() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        return out
+
+    def kill_worker(self) -> int:
+        """SIGKILL one worker process (its nanny starts a new one); returns its pid."""
+        victims = self.worker_processes()
+        assert victims, "no worker process to kill"
+        victims[0].send_signal(signal.SIGKILL)
+        return victims[0].pid
+
+    def kill_scheduler(self) -> None:
+        """SIGKILL the scheduler; the workers lose it (and are stopped, as a scheduler's loss ends them)."""
+        assert self.scheduler is not None and self.scheduler.alive()
+        self.scheduler.proc.send_signal(signal.SIGKILL)
+        self.scheduler.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
+    """A scheduler and two 1 GiB single-threaded workers on 127.0.0.1; everything stopped by PID afterwards."""
+    root = tmp_path / "dask-cluster"
+    root.mkdir()
+    cluster = DaskCluster(root, free_port(), base_env(tmp_path), Services())
+    try:
+        cluster.start_scheduler()
+        cluster.start_workers(2)
+        yield cluster
+    finally:
+        cluster.services.stop_all()
