@@ -10,13 +10,16 @@ Fixtures (usable by any test under tests/cluster/):
   ``kill_worker()`` SIGKILLs a worker process (its nanny starts a new one), ``kill_scheduler()`` and
   ``start_scheduler()`` take the scheduler away and bring it back on the same port.
 - ``ray_cluster``: ``ray start --head --node-ip-address 127.0.0.1`` with token auth and its dashboard (Jobs
-  API) on 127.0.0.1, plus one worker node; ``kill_worker_node()`` SIGKILLs every process of that node.
+  API) on 127.0.0.1, plus one worker node (``nodes[0]``); ``kill_node(node)`` SIGKILLs every process of a
+  node, ``add_node()`` starts another.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -254,3 +257,103 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
         yield cluster
     finally:
         cluster.services.stop_all()
+
+
+# ---------------------------------------------------------------- Ray
+
+
+@dataclass
+class RayCluster:
+    """A Ray head (token auth, dashboard with the Jobs API) and worker nodes, all on 127.0.0.1."""
+
+    root: Path
+    port: int
+    dashboard_port: int
+    token: str
+    env: dict[str, str]
+    services: Services
+    head: Service | None = None
+    nodes: list[Service] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        """The GCS address (``porelab run --ray``)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard(self) -> str:
+        """The Jobs API (``porelab submit --to ray --address``)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _ports(self) -> list[str]:
+        # every node of one machine needs its own agent and metrics ports
+        return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+
+    def start_head(self, num_cpus: int = 1) -> None:
+        self.head = self.services.add(Service.start("ray-head", [
+            str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+            "--port", str(self.port), "--num-cpus", str(num_cpus), "--include-dashboard", "true",
+            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
+            "--ray-client-server-port", str(free_port()), "--temp-dir", str(self.root / "tmp"),
+            "--disable-usage-stats", *self._ports()], self.root / "head.log", env=self.env))
+        wait_until(lambda: self.alive_nodes() >= 1, 120, "the Ray head", poll_s=0.5, alive=self.head.alive,
+                   log=self.head.log)
+
+    def add_node(self, num_cpus: int = 1) -> Service:
+        """Start one more worker node and wait until the cluster counts it."""
+        want = self.alive_nodes() + 1
+        node = self.services.add(Service.start(f"ray-node-{len(self.nodes)}", [
+            str(Path(sys.executable).parent / "ray"), "start", "--block", "--address", self.address,
+            "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus), "--disable-usage-stats", *self._ports()],
+            self.root / f"node-{len(self.nodes)}.log", env=self.env))
+        self.nodes.append(node)
+        wait_until(lambda: self.alive_nodes() >= want, 120, "a Ray worker node", poll_s=0.5, alive=node.alive, log=node.log)
+        node.remember_tree()
+        return node
+
+    def alive_nodes(self) -> int:
+        """Nodes the cluster counts as alive (asked through the dashboard's state API)."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.dashboard}/nodes?view=summary",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                data = json.loads(resp.read())
+        except (OSError, ValueError):
+            return 0
+        summary = data.get("data", {}).get("summary", [])
+        return sum(1 for n in summary if n.get("raylet", {}).get("state") == "ALIVE")
+
+    def kill_node(self, node: Service) -> list[int]:
+        """SIGKILL every process of a worker node (its raylet, its workers, ``ray start`` itself), by PID."""
+        victims = node.descendants()
+        pids = [p.pid for p in victims] + [node.pid]
+        for p in victims:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(timeout=30)
+        return pids
+
+
+@pytest.fixture
+def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
+    """A Ray head with token auth and one worker node (one CPU each) on 127.0.0.1; stopped by PID afterwards."""
+    pytest.importorskip("ray")
+    # Ray's unix socket paths must stay under 108 bytes: a short folder of its own
+    root = Path(tempfile.mkdtemp(prefix="plray-", dir="/tmp"))
+    token = secrets.token_hex(32)
+    env = {**base_env(tmp_path), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    cluster = RayCluster(root, free_port(), free_port(), token, env, Services())
+    try:
+        cluster.start_head()
+        cluster.add_node()
+        yield cluster
+    finally:
+        cluster.services.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
