@@ -182,7 +182,9 @@ def dask_client(
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             local_directory=None if local_directory is None else str(local_directory),
-            silence_logs=logging.ERROR,
+            # a failed task reaches the run as its exception (a full disk: one sentence); the
+            # workers' own "Compute Failed" report of it is for --verbose
+            silence_logs=logging.ERROR if log.isEnabledFor(logging.INFO) else logging.CRITICAL,
         )
     client = Client(cluster)
     from pipeline.engine.worker_memory import TrimWhenHigh

@@ -116,6 +116,15 @@ class _Engines:
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def _storage_error(exc: BaseException, run_dir: Path) -> bool:
+    """Whether ``exc`` is the run folder's filesystem refusing a write (not, say, an unreadable input file)."""
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
+        return False
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return exc.filename is not None and str(exc.filename).startswith(str(run_dir))
+    return True
+
+
 def _lost_scheduler_error(exc: BaseException) -> bool:
     """Whether ``exc`` is how distributed reports a scheduler that went away."""
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -126,7 +135,8 @@ def _lost_scheduler_error(exc: BaseException) -> bool:
 
 def _stage_failure(exc: BaseException, stage: str, run_dir: Path, engines: _Engines) -> ClusterError | None:
     """The one-sentence error for a stage that failed because of its cluster or its disk; None for other failures."""
-    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+    if _storage_error(exc, run_dir):
+        assert isinstance(exc, OSError)
         where = exc.filename or run_dir
         return ClusterError(
             f"stage {stage!r} could not write {where} ({exc.strerror or errno.errorcode.get(exc.errno or 0)}); "
@@ -186,7 +196,7 @@ def run_job(
         try:
             return _run_locked(spec, job_path, run_dir, backend, dask_address, ray_address, report)
         except OSError as exc:  # the manifest itself could not be written
-            if exc.errno in _STORAGE_ERRNOS:
+            if _storage_error(exc, run_dir):
                 raise ClusterError(
                     f"{exc.filename or run_dir}: cannot be written ({exc.strerror}); free space in or make writable "
                     f"{run_dir.parent} and run again"
