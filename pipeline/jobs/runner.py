@@ -63,8 +63,9 @@ class _Engines:
     """Engines started on first use and stopped when the run ends."""
 
     def __init__(self, spec: JobSpec, run_dir: Path, dask_address: str | None, ray_address: str | None,
-                 backend: str = "numpy") -> None:
+                 backend: str = "numpy", job_dir: Path = Path(".")) -> None:
         self.spec = spec
+        self.job_dir = job_dir
         self.backend = backend
         self.run_dir = run_dir
         self.dask_address = dask_address or spec.engine.dask.address
@@ -75,9 +76,13 @@ class _Engines:
 
     def dask(self) -> Any:
         if self._client is None:
-            from pipeline.engine.dask_cluster import dask_client, gpu_worker_layout
+            from pipeline.engine.dask_cluster import dask_client, gpu_worker_layout, tls_security
 
             d = self.spec.engine.dask
+            security = None
+            if d.tls is not None:  # paths relative to the job file
+                security = tls_security(*(None if p is None else self.job_dir / Path(p).expanduser()
+                                          for p in (d.tls.ca_file, d.tls.cert, d.tls.key)))
             n_workers, threads = d.n_workers, d.threads_per_worker
             if self.backend == "cupy":
                 n_workers, threads = gpu_worker_layout(n_workers, threads)
@@ -88,6 +93,7 @@ class _Engines:
                     threads_per_worker=threads,
                     memory_limit=d.memory_limit,
                     local_directory=self.run_dir / ".work" / "dask",
+                    security=security,
                 )
             )
         return self._client
@@ -243,7 +249,7 @@ def _run_locked(
     )
     manifest.save()
     result = RunResult(run_dir)
-    engines = _Engines(spec, run_dir, dask_address, ray_address, backend)
+    engines = _Engines(spec, run_dir, dask_address, ray_address, backend, job_dir=job_path.resolve().parent)
     outputs: dict[str, Path] = {}
     hashes: dict[str, str] = {}
     previous: str | None = None

@@ -357,3 +357,27 @@ def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
     finally:
         cluster.services.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tls_dask_cluster(tmp_path: Path) -> Iterator[tuple[DaskCluster, dict[str, Path]]]:
+    """A scheduler and one worker that speak TLS only, with a fresh CA and certificate (PEM files in ``certs``)."""
+    from distributed.security import Security
+
+    temporary = Security.temporary()  # a self-signed CA and a certificate it signed, as PEM text
+    certs = {"ca_file": tmp_path / "ca.pem", "cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem"}
+    certs["ca_file"].write_text(temporary.tls_ca_file)
+    certs["cert"].write_text(temporary.tls_client_cert)
+    certs["key"].write_text(temporary.tls_client_key)
+    certs["key"].chmod(0o600)
+    root = tmp_path / "dask-tls"
+    root.mkdir()
+    args = ["--protocol", "tls", "--tls-ca-file", str(certs["ca_file"]), "--tls-cert", str(certs["cert"]),
+            "--tls-key", str(certs["key"])]
+    cluster = DaskCluster(root, free_port(), base_env(tmp_path), Services(), extra_args=args)
+    try:
+        cluster.start_scheduler()
+        cluster.start_workers(1)
+        yield cluster, certs
+    finally:
+        cluster.services.stop_all()

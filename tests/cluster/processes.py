@@ -126,6 +126,10 @@ class Services:
 
     def stop_all(self) -> None:
         errors = []
+        for service in reversed(self.items):  # all asked to stop first: they shut down side by side
+            if service.alive():
+                service.remember_tree()
+                service.proc.terminate()
         for service in reversed(self.items):
             try:
                 service.stop()

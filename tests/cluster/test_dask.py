@@ -150,3 +150,21 @@ def test_scheduler_killed_then_back(tmp_path: Path, dask_cluster) -> None:
     manifest = json.loads((runs / "kills" / "manifest.json").read_text())
     assert manifest["stages"][0]["skipped"] is True
     assert manifest["stages"][1]["metrics"]["blocks_computed"] == 32 - done
+
+
+def test_tls_scheduler_with_the_jobs_certificates(tmp_path: Path, tls_dask_cluster) -> None:
+    cluster, certs = tls_dask_cluster
+    assert cluster.address.startswith("tls://127.0.0.1:")
+    data = np.random.default_rng(2).integers(0, 255, (6, 16, 16), dtype=np.uint8)
+    np.save(tmp_path / "s.npy", data)
+    stages = [{"stage": "ingest", "path": "s.npy", "voxel_size_nm": [5, 5, 5]}]
+    tls = {k: p.name for k, p in certs.items()}  # relative to the job file
+    (tmp_path / "tls.yaml").write_text(yaml.safe_dump({"name": "tls", "engine": {"dask": {"tls": tls}}, "stages": stages}))
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump({"name": "plain", "stages": stages}))
+    runs = tmp_path / "runs"
+    ok = porelab(cluster.env, "run", str(tmp_path / "tls.yaml"), "--dask", cluster.address, "--runs-dir", str(runs))
+    assert ok.returncode == 0, ok.stderr
+    np.testing.assert_array_equal(open_volume(runs / "tls" / "ingest.zarr").values, data)
+    assert "Register worker" in cluster.scheduler.log.read_text()
+    refused = porelab(cluster.env, "run", str(tmp_path / "plain.yaml"), "--dask", cluster.address, "--runs-dir", str(runs))
+    assert refused.returncode == 2 and "engine.dask.tls" in refused.stderr, refused.stderr
