@@ -15,6 +15,7 @@ import pytest
 import scipy.ndimage as ndi
 import yaml
 
+from pipeline.cli.status import run_status
 from pipeline.io.volume import open_volume
 from tests.cluster.processes import REPO, store_files, wait_until
 
@@ -121,6 +122,7 @@ def test_scheduler_killed_then_back(tmp_path: Path, dask_cluster) -> None:
     try:
         wait_until(lambda: len(correct_markers(runs / "kills")) >= 3, 300, "correction blocks done",
                    poll_s=0.05, alive=lambda: proc.poll() is None)
+        status = run_status(runs / "kills")  # what `porelab status RUN_DIR --json` prints
         dask_cluster.kill_scheduler()
         t0 = time.monotonic()
         out, err = proc.communicate(timeout=120)
@@ -130,6 +132,11 @@ def test_scheduler_killed_then_back(tmp_path: Path, dask_cluster) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 3, err
+    # while it ran: the writer, ingest done, the correction part way through its 32 blocks
+    assert status["writer"]["pid"] == proc.pid and status["status"] == "running"
+    (ingest, correct) = status["stages"]
+    assert ingest["status"] == "done" and correct["status"] == "running" and correct["total"] == 32
+    assert 3 <= correct["done"] < 32 and correct["seconds"] is not None
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[kills]")]
     assert lines == [f"porelab run: error: the Dask scheduler at {dask_cluster.address} went away during stage 'correct' "
                      + lines[0].split("stage 'correct' ", 1)[1]], err
