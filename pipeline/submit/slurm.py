@@ -106,6 +106,7 @@ def render_sbatch(
     home: Path,
     venv: Path,
     run_args: Sequence[str] = (),
+    dask_tls: dict[str, Path | None] | None = None,
 ) -> str:
     """The batch script of one run: ``template`` with its directives set and this run's settings appended to them.
 
@@ -124,6 +125,9 @@ def render_sbatch(
         The porelab checkout and its virtual environment.
     run_args : sequence of str
         More ``porelab run`` arguments (``--fresh``).
+    dask_tls : dict, optional
+        ``ca_file``, ``cert``, ``key`` (absolute paths): the allocation's Dask
+        scheduler and workers use TLS with these files.
     """
     lines = template.splitlines()
     directives = {
@@ -146,6 +150,9 @@ def render_sbatch(
     }
     if options.workers_per_node is not None:
         settings["PORELAB_WORKERS_PER_NODE"] = str(options.workers_per_node)
+    for key, var in (("ca_file", "PORELAB_DASK_TLS_CA"), ("cert", "PORELAB_DASK_TLS_CERT"), ("key", "PORELAB_DASK_TLS_KEY")):
+        if dask_tls and dask_tls.get(key) is not None:
+            settings[var] = shlex.quote(str(dask_tls[key]))
     block = ["# ---- written by porelab submit for this run (sbatch this file again to resume it) ----"]
     block += [f"export {key}={value}" for key, value in settings.items()]
     block.append(f"set -- {shlex.join([str(job_file), *run_args])}")

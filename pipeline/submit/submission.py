@@ -89,9 +89,13 @@ def submit_job(
         template_path = Path(script).resolve() if script is not None else recipe_path()
         if not template_path.is_file():
             raise UserError(f"{template_path}: no SLURM batch recipe there; pass --script FILE (a copy of cluster/slurm/porelab.sbatch)")
+        tls = spec.engine.dask.tls
+        dask_tls = None if tls is None else {
+            k: None if v is None else job_path.parent / Path(v).expanduser() for k, v in tls.model_dump().items()
+        }
         text = render_sbatch(template_path.read_text(), job_file=job_path, run_dir=run_dir, runs_dir=runs,
                              engines=job_engines(spec), options=slurm or SlurmOptions(), home=checkout(),
-                             venv=current_venv(), run_args=run_args)
+                             venv=current_venv(), run_args=run_args, dask_tls=dask_tls)
         if dry_run:
             return text
     elif dry_run:

@@ -86,12 +86,24 @@ def test_dry_run_prints_the_script_and_writes_nothing(tmp_path: Path) -> None:
     first_command = next(i for i, line in enumerate(lines) if line.startswith("export "))
     assert first_command > max(i for i, line in enumerate(lines) if line.startswith("#SBATCH"))
     assert f"set -- {job}" in out.stdout and f"export PORELAB_RUNS_DIR={runs}" in out.stdout
-    assert "PORELAB_ENGINES=dask" in out.stdout
+    assert "PORELAB_ENGINES=dask" in out.stdout and "export PORELAB_DASK_TLS" not in out.stdout
     assert not runs.exists()
     # bash reads it
     script = tmp_path / "s.sbatch"
     script.write_text(out.stdout)
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+def test_dry_run_hands_the_jobs_tls_certificates_to_the_cluster(tmp_path: Path) -> None:
+    job, _ = _ingest_job(tmp_path, "tls", (4, 8, 8), [2, 8, 8])
+    spec = yaml.safe_load(job.read_text())
+    spec["engine"]["dask"] = {"tls": {"ca_file": "certs/ca.pem", "cert": "certs/me.pem", "key": "/abs/me.key"}}
+    job.write_text(yaml.safe_dump(spec))
+    out = porelab(dict(os.environ), "submit", str(job), "--to", "slurm", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert f"export PORELAB_DASK_TLS_CA={tmp_path / 'certs' / 'ca.pem'}" in out.stdout
+    assert f"export PORELAB_DASK_TLS_CERT={tmp_path / 'certs' / 'me.pem'}" in out.stdout
+    assert "export PORELAB_DASK_TLS_KEY=/abs/me.key" in out.stdout
 
 
 def test_engines_follow_the_stages(tmp_path: Path) -> None:
