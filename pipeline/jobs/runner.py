@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import resolve_backend
-from pipeline.errors import ClusterError, UserError
+from pipeline.errors import ClusterError
 from pipeline.jobs.context import StageContext
 from pipeline.jobs.lock import LOCK_NAME, SUBMIT_DIR, run_lock
 from pipeline.jobs.manifest import Manifest, git_commit, machine_info, now, package_versions

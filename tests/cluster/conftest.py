@@ -11,11 +11,16 @@ Fixtures (usable by any test under tests/cluster/):
   ``start_scheduler()`` take the scheduler away and bring it back on the same port.
 - ``ray_cluster``: ``ray start --head --node-ip-address 127.0.0.1`` with token auth and its dashboard (Jobs
   API) on 127.0.0.1, plus one worker node (``nodes[0]``); ``kill_node(node)`` SIGKILLs every process of a
-  node, ``add_node()`` starts another.
+  node, ``kill_node_when_running(node, "ray::TASK")`` does it as soon as that node runs the task,
+  ``add_node()`` starts another.
+
+Waiting for a stage to be part way done: :func:`tests.cluster.processes.wait_until` on its markers
+(``RUN_DIR/.work/<stage>/<store>.blocks-*/*.done``); comparing stores byte for byte: ``store_files``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -25,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -339,6 +345,37 @@ class RayCluster:
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait(timeout=30)
         return pids
+
+
+    @contextlib.contextmanager
+    def kill_node_when_running(self, node: Service, task: str) -> Iterator[list[int]]:
+        """While the block runs, SIGKILL ``node`` as soon as one of its processes runs ``task``.
+
+        ``task`` is a Ray worker's process title (``ray::make_sample``, or an actor's class such
+        as ``ray::RayTrainWorker``). Yields the list of killed pids, empty if it never ran there.
+        """
+        killed: list[int] = []
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                for proc in node.descendants():
+                    try:
+                        title = " ".join(proc.cmdline())
+                    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                        continue
+                    if task in title:
+                        killed.extend(self.kill_node(node))
+                        return
+                stop.wait(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield killed
+        finally:
+            stop.set()
+            watcher.join(timeout=30)
 
 
 @pytest.fixture

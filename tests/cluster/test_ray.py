@@ -4,14 +4,11 @@ API, `status` and `logs` on it, and a synthetic dataset that survives the loss o
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import yaml
 
@@ -71,35 +68,14 @@ def test_submit_to_ray_jobs_api(tmp_path: Path, ray_cluster) -> None:
     assert f"ray {job_id}: SUCCEEDED" in text and "synth" in text, text
 
 
-def _kill_node_when_it_makes_a_sample(cluster, node, killed: list[int], stop: threading.Event) -> None:
-    while not stop.is_set() and not killed:
-        for proc in node.descendants():
-            try:
-                title = " ".join(proc.cmdline())
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            if "ray::make_sample" in title:
-                killed.extend(cluster.kill_node(node))
-                return
-        stop.wait(0.05)
-
-
 @pytest.mark.slow
 def test_worker_node_killed_during_synth(tmp_path: Path, ray_cluster) -> None:
     """The worker node SIGKILLed while it makes samples: every sample is present, valid and as without the kill."""
     n = 8
     job = synth_job(tmp_path, "ray-kill", n, [32, 64, 64])
     runs = tmp_path / "runs"
-    killed: list[int] = []
-    stop = threading.Event()
-    killer = threading.Thread(target=_kill_node_when_it_makes_a_sample,
-                              args=(ray_cluster, ray_cluster.nodes[0], killed, stop), daemon=True)
-    killer.start()
-    try:
+    with ray_cluster.kill_node_when_running(ray_cluster.nodes[0], "ray::make_sample") as killed:
         run = porelab(ray_cluster.env, "run", str(job), "--ray", ray_cluster.address, "--runs-dir", str(runs), timeout=600)
-    finally:
-        stop.set()
-        killer.join(timeout=10)
     assert killed, "the worker node never ran make_sample, so it was not killed"
     assert run.returncode == 0, run.stderr
     wait_until(lambda: ray_cluster.alive_nodes() == 1, 90, "the head to count the killed node as dead", poll_s=1)
