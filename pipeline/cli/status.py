@@ -42,9 +42,12 @@ def run_status(run_dir: Path) -> dict[str, Any]:
     sub = latest_submission(run_dir)
     state = scheduler_state(sub) if sub is not None else None
     manifest = Manifest.load(run_dir / "manifest.json")
+    status = manifest.data.get("status") if manifest else "not started"
+    if status == "running" and holder is None:
+        status = "stopped"  # the manifest was left running: killed, cancelled, its node lost
     return {
         "run_dir": str(run_dir),
-        "status": manifest.data.get("status") if manifest else "not started",
+        "status": status,
         "updated": manifest.data.get("updated") if manifest else None,
         "writer": holder,
         "submission": None if sub is None else {**asdict(sub), "state": state.state, "active": state.active, "detail": state.detail},

@@ -110,11 +110,9 @@ class _Engines:
             self._ray = True
 
     def close(self) -> None:
-        if self.scheduler_lost():  # nothing to close on the other side; do not wait for it
+        if self.scheduler_lost():  # nothing to close on the other side: do not wait for it
             with contextlib.suppress(Exception):
                 self._client.close(timeout=2)
-            self.stack.pop_all()
-            return
         self.stack.close()
 
 

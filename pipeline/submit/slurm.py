@@ -79,6 +79,8 @@ class SlurmOptions:
             if not item.startswith("--"):
                 raise UserError(f"--sbatch-arg {item!r} is not a long sbatch option; expected e.g. --qos=debug")
             key, _, value = item.partition("=")
+            if key in ("--output", "--error", "--job-name"):
+                raise UserError(f"--sbatch-arg {item!r}: porelab sets {key} itself (the job's output goes to the run folder)")
             out[key] = value
         return out
 
