@@ -35,6 +35,7 @@ test-all: $(STAMP)
 
 schema: $(STAMP)
 	$(VENV)/bin/porelab schema --out schemas/job.schema.json
+	$(VENV)/bin/porelab schema --model --out schemas/model.schema.json
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do [ $$b = benchmarks/gpu.py ] || $(PY) $$b || exit 1; done

@@ -42,3 +42,68 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         print("\nDask or Ray processes left behind by the tests:\n  " + "\n  ".join(left))
         session.exitstatus = 1
+
+
+# -- small synthetic data and models shared by the model, training and segmentation tests --------
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight rendered samples of 32 x 96 x 96 voxels (two families), splits 6 / 1 / 1, built in this process."""
+    from pipeline.synth.factory import build_dataset, plan_samples
+    from pipeline.synth.params import DEFAULT_RENDER_RANGES
+
+    out = tmp_path_factory.mktemp("data") / "tiny.zarr"
+    plans = plan_samples(8, seed=1, shape=(32, 96, 96), voxel_size_nm=(10.0, 10.0, 10.0),
+                         families={"solid_spheres": 1.0, "blobs": 1.0},
+                         structure_ranges={"porosity": (0.35, 0.65), "median_nm": (60.0, 140.0)},
+                         render={"backend": "builtin"}, render_ranges=DEFAULT_RENDER_RANGES)
+    build_dataset(out, plans, seed=1, executor="local", splits={"train": 0.6, "val": 0.2, "test": 0.2}, figures=False)
+    return out
+
+
+def make_model_folder(folder: Path, *, kind: str = "slices", k: int = 1, seed: int = 0, features: int = 4,
+                      depth: int = 2, tile: tuple[int, ...] | None = None) -> Path:
+    """A model folder with randomly initialised weights (for tests of inference, loading and chunking)."""
+    import torch
+
+    from pipeline.models.card import Architecture, InferenceSpec, InputSpec, ModelCard
+    from pipeline.models.folder import save_model
+    from pipeline.models.nets import build_network
+
+    torch.manual_seed(seed)
+    if kind == "slices":
+        arch = Architecture(dims=2, in_channels=k, features=features, depth=depth)
+        inp = InputSpec(kind="slices", slices=k, channels=["image"] if k == 1 else [f"slice z{j:+d}" for j in range(-(k // 2), k // 2 + 1)],
+                        patch_size=[32, 32], divisor=2**depth, voxel_size_nm={"min": [10, 10, 10], "max": [10, 10, 10]})
+        inf = InferenceSpec(tile=list(tile or (32, 32)), overlap=0.25, tta_axes=[0, 1])
+        task = "segment"
+    else:
+        arch = Architecture(dims=3, in_channels=2, features=features, depth=depth)
+        inp = InputSpec(kind="volume", channels=["probability", "image"], patch_size=[16, 16, 16], divisor=2**depth)
+        inf = InferenceSpec(tile=list(tile or (16, 16, 16)), overlap=0.25, tta_axes=[1, 2])
+        task = "refine"
+    net = build_network({"name": "unet", **arch.kwargs()})
+    # non-trivial batch-norm statistics, so that eval-mode outputs vary with the input
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    card = ModelCard(name=f"random-{kind}-{k}", task=task, architecture=arch, input=inp, inference=inf)
+    return save_model(folder, net.eval(), card)
+
+
+@pytest.fixture(scope="session")
+def model_factory(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - a factory
+    """``model_factory(kind, k=..., ...)`` -> a cached random model folder."""
+    root = tmp_path_factory.mktemp("models")
+    made: dict[tuple, Path] = {}
+
+    def make(kind: str = "slices", **kw: object) -> Path:
+        key = (kind, tuple(sorted(kw.items())))
+        if key not in made:
+            made[key] = make_model_folder(root / f"m{len(made)}", kind=kind, **kw)  # type: ignore[arg-type]
+        return made[key]
+
+    return make

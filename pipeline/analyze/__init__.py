@@ -7,6 +7,8 @@ Modules (plain functions on arrays; dask arrays are read block by block):
 - :mod:`~pipeline.analyze.psd` — pore-size histogram, log-normal fit and its goodness of fit.
 - :mod:`~pipeline.analyze.transport` — connectivity per axis, geometric tortuosity.
 - :mod:`~pipeline.analyze.truth` — accuracy, IoU, Dice, 3D IoU, smoothness, porosity error against a truth.
+- :mod:`~pipeline.analyze.confusion` — the same as counts that add up over slices, samples and workers.
+- :mod:`~pipeline.analyze.evaluate` — segmentations of a dataset's samples against their labels, per family.
 - :mod:`~pipeline.analyze.measure` — :func:`measure`, all of it as one JSON-able dict.
 
 The specific surface area is measured on an isosurface (see

@@ -38,6 +38,7 @@ def measure(
     tortuosity: bool = True,
     tortuosity_voxels: int = 32_000_000,
     thickness_store: Any = None,
+    probability: Any = None,
 ) -> dict[str, Any]:
     """Porosity, pore sizes, specific surface, connectivity, tortuosity and truth metrics.
 
@@ -56,6 +57,9 @@ def measure(
         Connectivity needs the volume in memory; above this many voxels it is skipped.
     tortuosity : bool
         Compute the geometric tortuosity (in memory, up to ``tortuosity_voxels``).
+    probability : array, optional
+        The pore probability the labels came from (a segmentation store's
+        ``probability``): the truth metrics then include the cross-entropy.
     thickness_store : path, optional
         Also write the local thickness (nm) there (a zarr volume, block by
         block); the histogram is then read back from it, so that nothing is computed twice.
@@ -136,7 +140,7 @@ def measure(
 
     if truth is not None:
         t0 = time.perf_counter()
-        out["truth"] = truth_metrics(arr, _data(truth))
+        out["truth"] = truth_metrics(arr, _data(truth), probability=None if probability is None else _data(probability))
         out["truth_per_slice"] = [float(v) for v in (_data(truth) == 1).mean(axis=(1, 2)).compute()]
         out["seconds"]["truth"] = time.perf_counter() - t0
     return out

@@ -31,10 +31,13 @@ COMMANDS: list[str] = [
     "correct",
     "preprocess",
     "synth",
+    "train",
+    "segment",
     "mesh",
     "measure",
     "baseline",
     "report",
+    "export",
 ]
 
 

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Read MASK.zarr (labels, 1 = pore) block by block and write METRICS.json: porosity (global, per slice,\n"
             "per block), the pore-size distribution by local thickness (out of core) with its log-normal fit,\n"
             "the specific surface area, connectivity and geometric tortuosity per axis; with --truth also\n"
-            "accuracy, IoU, Dice, 3D IoU, smoothness and the porosity error."
+            "accuracy, IoU, Dice, 3D IoU, smoothness and the porosity error, and the cross-entropy when MASK.zarr\n"
+            "is a segmentation store (porelab segment) with a 'probability' beside its 'mask'."
         ),
         example="porelab measure labels.zarr --truth truth.zarr -o metrics.json",
     )
@@ -48,13 +49,17 @@ def _run(args: argparse.Namespace) -> int:
     vol = open_volume(args.input)
     if vol.dtype.kind not in "biu":
         raise UserError(f"{args.input}: holds {vol.dtype} values; expected integer labels (1 = pore, 0 = solid)")
+    probability = None
+    if (Path(args.input) / "probability").is_dir():  # a segmentation store: its mask is measured, its probability gives CE
+        probability = open_volume(args.input, "probability")
     truth = None
     if args.truth:
         truth = open_volume(args.truth)
         if truth.shape != vol.shape:
             raise UserError(f"{args.truth}: has shape {list(truth.shape)}; expected the labels' shape {list(vol.shape)}")
     try:
-        m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity)
+        m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
+                    probability=probability)
     except ValueError as exc:
         raise UserError(f"{args.input}: {exc}") from None
     m["input"] = str(args.input)
@@ -67,5 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     line += f", specific surface {m['surface']['specific_surface_per_nm']:.4g} /nm"
     if "truth" in m:
         line += f", IoU {m['truth']['iou_pore']:.3f}, porosity error {m['truth']['porosity_error']:+.4f}"
+        if "ce" in m["truth"]:
+            line += f", CE {m['truth']['ce']:.4f}"
     print(line, file=sys.stdout)
     return 0

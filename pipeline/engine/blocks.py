@@ -58,7 +58,7 @@ def done_blocks(markers: Path | None) -> set[str]:
     return {p.name for p in markers.iterdir() if p.suffix == ".done"}
 
 
-def _write_block(block: np.ndarray, store: str, region: tuple[slice, ...], marker: str | None) -> int:
+def _write_chunks(block: np.ndarray, store: str, region: tuple[slice, ...]) -> None:
     from pipeline.backend import to_numpy
 
     # Every chunk of a block is written, fill-valued or not: zarr's check for
@@ -73,12 +73,25 @@ def _write_block(block: np.ndarray, store: str, region: tuple[slice, ...], marke
     for _, sub in block_regions(block.shape, arr.chunks):
         target = tuple(slice(o + s.start, o + s.stop) for o, s in zip(offset, sub))
         arr[target] = np.ascontiguousarray(block[sub])
+
+
+def _mark_done(marker: str | None) -> None:
     if marker is not None:
         tmp = f"{marker}.tmp-{os.getpid()}"
         with open(tmp, "wb") as fh:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, marker)
+
+
+def _write_block(block: np.ndarray, store: str | list[str], region: tuple[slice, ...], marker: str | None) -> int:
+    """Write one block (or, with several stores, channel ``i`` of a block to store ``i``), then mark it done."""
+    if isinstance(store, list):
+        for i, st in enumerate(store):
+            _write_chunks(block[i], st, region)
+    else:
+        _write_chunks(block, store, region)
+    _mark_done(marker)
     return int(np.prod([r.stop - r.start for r in region]))
 
 
@@ -93,7 +106,7 @@ def _active_client() -> Any:
 
 def store_blocks(
     data: da.Array,
-    target: zarr.Array,
+    target: zarr.Array | Sequence[zarr.Array],
     *,
     markers: str | os.PathLike[str] | None,
     progress: str | None = None,
@@ -106,8 +119,11 @@ def store_blocks(
     ----------
     data : dask.array.Array
         Lazy array of the target's shape. Rechunked to the target's chunks.
-    target : zarr.Array
-        Destination array, opened writable, local store.
+    target : zarr.Array or sequence of zarr.Array
+        Destination array, opened writable, local store. With several arrays
+        (of one shape and chunking), ``data`` has a leading axis of one channel
+        per array, and every block writes all of them from one computation
+        (a segmentation's probability and mask).
     markers : path, optional
         Folder of per-block done markers. None writes every block and keeps
         no markers (the caller makes the whole write atomic instead).
@@ -125,8 +141,12 @@ def store_blocks(
     int
         Number of blocks computed in this call (blocks already done excluded).
     """
-    if tuple(data.shape) != tuple(target.shape):
-        raise ValueError(f"data shape {data.shape} does not match the store shape {target.shape}")
+    targets = list(target) if isinstance(target, (list, tuple)) else [target]
+    several = isinstance(target, (list, tuple))
+    target = targets[0]
+    expected = (len(targets), *target.shape) if several else tuple(target.shape)
+    if tuple(data.shape) != expected or any(t.shape != target.shape or t.chunks != target.chunks for t in targets):
+        raise ValueError(f"data shape {data.shape} does not match the store shape {expected}")
     chunks = tuple(int(c) for c in target.chunks)
     if block_shape is not None:
         block_shape = tuple(min(int(b), int(s)) for b, s in zip(block_shape, target.shape))
@@ -134,8 +154,9 @@ def store_blocks(
             if b % c and b != s:
                 raise ValueError(f"block shape {block_shape} is not a whole multiple of the chunks {chunks}")
         chunks = block_shape
-    data = data.rechunk(chunks)
-    store = str(Path(str(target.store.root)) / target.path) if target.path else str(target.store.root)
+    data = data.rechunk(((len(targets),), *chunks) if several else chunks)
+    paths = [str(Path(str(t.store.root)) / t.path) if t.path else str(t.store.root) for t in targets]
+    store: str | list[str] = paths if several else paths[0]
     marker_dir = Path(markers) if markers is not None else None
     if marker_dir is not None:
         marker_dir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +169,7 @@ def store_blocks(
     total = int(np.prod(data.numblocks))
     if marker_dir is not None:
         record_total(marker_dir, total)
+    lead = (0,) if several else ()
     client = _active_client()
     if max_in_flight is None:
         threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
@@ -157,11 +179,11 @@ def store_blocks(
     # passing data.blocks[...] would concatenate a copy of it.
     tasks = [
         dask.delayed(_write_block)(
-            data.blocks[index].to_delayed(optimize_graph=True).item(),
+            data.blocks[lead + index].to_delayed(optimize_graph=True).item(),
             store,
             region,
             None if marker_dir is None else str(_marker(marker_dir, index)),
-            dask_key_name=f"store-block-{store}-{'.'.join(map(str, index))}",
+            dask_key_name=f"store-block-{paths[0]}-{'.'.join(map(str, index))}",
         )
         for index, region in todo
     ]

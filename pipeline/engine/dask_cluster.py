@@ -16,7 +16,8 @@ import psutil
 from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
-__all__ = ["dask_client", "check_scheduler", "tls_security", "default_workers", "gpu_worker_layout", "cluster_memory", "fits_in_memory"]
+__all__ = ["dask_client", "check_scheduler", "tls_security", "default_workers", "gpu_worker_layout", "cluster_memory",
+           "fits_in_memory", "threads_per_task", "worker_memory"]
 
 log = logging.getLogger("porelab.engine")
 
@@ -83,6 +84,51 @@ def fits_in_memory(nbytes: int, fraction: float = 0.3) -> bool:
     threshold (60 % by default).
     """
     return 0 <= nbytes <= fraction * cluster_memory()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_task(client: Any = None) -> int:
+    """Intra-op threads a task may use (torch) so that every worker thread busy at once never exceeds the cores.
+
+    The cores of each worker's host divided by the Dask threads of all workers
+    on that host; the smallest over the hosts. Without a client (Dask's
+    threaded scheduler in this process): the cores divided by them.
+    """
+    if client is None:
+        try:
+            from distributed import get_client
+
+            client = get_client()
+        except (ImportError, ValueError):
+            return 1
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    if not workers:
+        return 1
+    cores = client.run(_cores)
+    per_host: dict[str, list[int]] = {}
+    for addr, w in workers.items():
+        host = str(w.get("host", addr))
+        per_host.setdefault(host, [0, 0])
+        per_host[host][0] += int(w.get("nthreads", 1))
+        per_host[host][1] = max(per_host[host][1], int(cores.get(addr, 1)))
+    return max(1, min(c // max(t, 1) for t, c in per_host.values()))
+
+
+def worker_memory(client: Any = None) -> int | None:
+    """The smallest memory limit of the workers (bytes), or None without a client or limits."""
+    if client is None:
+        try:
+            from distributed import get_client
+
+            client = get_client()
+        except (ImportError, ValueError):
+            return None
+    limits = [int(w.get("memory_limit") or 0) for w in client.scheduler_info(n_workers=-1).get("workers", {}).values()]
+    limits = [m for m in limits if m > 0]
+    return min(limits) if limits else None
 
 
 def _check_address(address: str) -> None:

@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,13 @@ __all__ = [
     "as_volume",
     "check_voxel_size",
     "voxel_size_of",
+    "origin_of",
+    "is_labels",
     "provenance",
     "compressors_for",
+    "consolidate_store",
     "create_volume_store",
+    "create_group_store",
     "open_volume",
     "write_volume",
     "write_volume_two_pass",
@@ -39,6 +44,8 @@ __all__ = [
 ]
 
 DIMS: tuple[str, str, str] = ("z", "y", "x")
+#: Variables holding labels (1 = pore) rather than grey values.
+LABEL_NAMES = frozenset({"labels", "mask", "segmentation"})
 #: Default on-disk chunk (z, y, x): 4 MiB of uint16, a good unit for Dask tasks.
 DEFAULT_CHUNKS: tuple[int, int, int] = (32, 256, 256)
 SUPPORTED_DTYPES: tuple[np.dtype, ...] = tuple(
@@ -110,6 +117,16 @@ def voxel_size_of(vol: xr.DataArray) -> tuple[float, float, float]:
         raise UserError(f"volume {vol.name!r} has no voxel_size_nm attribute") from None
 
 
+def origin_of(vol: xr.DataArray) -> tuple[float, float, float]:
+    """Centre of the first voxel (z, y, x) in nm, from the volume's coordinates (0 along a dim without them)."""
+    return tuple(float(vol[d].values[0]) if d in vol.coords and vol.sizes[d] else 0.0 for d in DIMS)  # type: ignore[return-value]
+
+
+def is_labels(vol: xr.DataArray) -> bool:
+    """True for a label volume (variable ``labels``, ``mask`` or ``segmentation``, or boolean data), False for grey values."""
+    return str(vol.name) in LABEL_NAMES or vol.dtype == np.bool_
+
+
 def provenance(stage: str, params: Mapping[str, Any] | None = None, *, job_hash: str | None = None) -> dict[str, Any]:
     """Provenance record stored in a store's attrs: stage, parameters, versions."""
     import importlib.metadata as md
@@ -142,16 +159,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-#: Variables holding labels (1 = pore) rather than grey values.
-LABEL_NAMES = frozenset({"labels", "mask", "segmentation"})
-
-
 def compressors_for(name: str) -> list[Any]:
     """Blosc with bit shuffling: zstd for label volumes (about twice lz4's ratio on
     masks, which are small), lz4 for grey images (noisy data compresses little
     whatever the codec; lz4 does it 3-5x faster than zstd, which decides ingest speed)."""
     cname = "zstd" if name in LABEL_NAMES else "lz4"
     return [zarr.codecs.BloscCodec(cname=cname, clevel=3 if cname == "zstd" else 5, shuffle=zarr.codecs.BloscShuffle.bitshuffle)]
+
+
+def consolidate_store(path: str | os.PathLike[str]) -> None:
+    """Write the zarr v3 consolidated metadata of the store at ``path`` (in its root ``zarr.json``).
+
+    Plain ``xarray.open_zarr(path)`` / ``xarray.open_dataarray(path, engine="zarr")``
+    read it and open the store silently (without it they warn that they fell
+    back to reading every node). It is a copy of every node's metadata and
+    attrs: call this again after changing attrs or adding nodes, so that
+    it never goes stale. porelab's own readers do not use it.
+    """
+    with warnings.catch_warnings():
+        # "not part of the Zarr format 3 specification": xarray and zarr-python read it, which is what it is for
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        # plain files kept inside groups on purpose (a dataset's records/*.json, figures/*.png)
+        warnings.filterwarnings("ignore", message="Object at .* is not recognized as a component", category=UserWarning)
+        zarr.consolidate_metadata(str(path), zarr_format=3)
 
 
 def create_volume_store(
@@ -165,8 +195,10 @@ def create_volume_store(
     """Create an empty zarr v3 store for a volume shaped like ``template``.
 
     Writes the metadata, coordinates and attrs of ``template`` (its data is not
-    written) and returns the zarr array for the variable, ready for
-    chunk-aligned region writes (see :mod:`pipeline.engine.blocks`).
+    written) and consolidated metadata (:func:`consolidate_store`), and returns
+    the zarr array for the variable, ready for chunk-aligned region writes
+    (see :mod:`pipeline.engine.blocks`). Block writes leave the metadata as it
+    is; whoever changes the attrs afterwards calls :func:`consolidate_store`.
 
     Parameters
     ----------
@@ -179,28 +211,65 @@ def create_volume_store(
     dtype : dtype, optional
         On-disk dtype, default the template's.
     """
-    path = Path(path)
     name = str(template.name or "image")
-    dtype = np.dtype(dtype or template.dtype)
+    arrays = create_group_store(path, template, {name: dtype or template.dtype}, chunks=chunks, fill_value=fill_value)
+    return arrays[name]
+
+
+def create_group_store(
+    path: str | os.PathLike[str],
+    template: xr.DataArray,
+    variables: Mapping[str, Any],
+    *,
+    chunks: Sequence[int] | None = None,
+    fill_value: Any = 0,
+    primary: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> dict[str, zarr.Array]:
+    """Create an empty zarr v3 store holding several volumes of ``template``'s shape and coordinates.
+
+    Parameters
+    ----------
+    path : path
+        Store folder; replaced if it exists.
+    template : xarray.DataArray
+        Dims, coords and attrs (given to every variable).
+    variables : mapping of str to dtype
+        Variable names and their on-disk dtypes (``{"probability": "float16", "mask": "uint8"}``).
+    chunks, fill_value
+        As in :func:`create_volume_store`.
+    primary : str, optional
+        The variable :func:`open_volume` opens when none is named (stored as the
+        root attribute ``primary_variable``); default the first one.
+    attrs : mapping, optional
+        Attributes of the store's root.
+
+    Returns
+    -------
+    dict of str to zarr.Array
+    """
+    path = Path(path)
+    if not variables:
+        raise ValueError("a store needs at least one variable")
     chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks or DEFAULT_CHUNKS, template.shape))
-    lazy = xr.DataArray(
-        da.zeros(template.shape, dtype=dtype, chunks=chunks),
-        dims=template.dims,
+    var_attrs = _jsonable(dict(template.attrs))
+    ds = xr.Dataset(
+        {str(n): (template.dims, da.zeros(template.shape, dtype=np.dtype(dt), chunks=chunks), var_attrs) for n, dt in variables.items()},
         coords=template.coords,
-        name=name,
-        attrs=_jsonable(dict(template.attrs)),
+        attrs={**_jsonable(dict(attrs or {})), "primary_variable": primary or next(iter(variables))},
     )
     if path.exists():
         shutil.rmtree(path)
-    lazy.to_dataset().to_zarr(
+    ds.to_zarr(
         path,
         mode="w",
         compute=False,
         zarr_format=3,
         consolidated=False,
-        encoding={name: {"chunks": chunks, "compressors": compressors_for(name), "fill_value": fill_value}},
+        encoding={str(n): {"chunks": chunks, "compressors": compressors_for(str(n)), "fill_value": fill_value} for n in variables},
     )
-    return zarr.open_array(path / name, mode="r+")
+    consolidate_store(path)
+    return {str(n): zarr.open_array(path / str(n), mode="r+") for n in variables}
 
 
 def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.DataArray:
@@ -211,7 +280,8 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
     path : path
         A ``*.zarr`` store written by porelab.
     name : str, optional
-        Variable to open; by default the only data variable of the store.
+        Variable to open; by default the only data variable of the store, or
+        the store's ``primary_variable`` (a segmentation's ``mask``).
 
     Raises
     ------
@@ -228,9 +298,13 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
         raise UserError(f"{path}: cannot be opened as a zarr v3 store ({exc.__class__.__name__}: {exc})") from None
     names = [str(n) for n in ds.data_vars]
     if name is None:
-        if len(names) != 1:
+        primary = ds.attrs.get("primary_variable")
+        if len(names) == 1:
+            name = names[0]
+        elif primary in names:
+            name = primary
+        else:
             raise UserError(f"{path}: holds variables {names}; name the one to open")
-        name = names[0]
     if name not in ds:
         raise UserError(f"{path}: has no variable {name!r}; it holds {names}")
     vol = ds[name]
@@ -242,10 +316,11 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
 
 
 class atomic_dir:
-    """Context manager giving a temporary sibling folder renamed to ``path`` on success.
+    """Context manager giving a temporary sibling path renamed to ``path`` on success.
 
-    On an exception the temporary folder is removed, so nothing half-written is
-    left where a finished result is expected.
+    The caller writes a folder (a store) or a single file there. On an
+    exception the temporary folder or file is removed, so nothing
+    half-written is left where a finished result is expected.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
@@ -261,11 +336,18 @@ class atomic_dir:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            _remove(self.tmp)
             return
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        if self.path.is_dir() or self.tmp.is_dir():  # a file replaces a file atomically; a folder must go first
+            _remove(self.path)
         os.replace(self.tmp, self.path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def write_volume(
@@ -349,6 +431,7 @@ def write_volume_two_pass(
             data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
             result = store_two_pass(data, target, markers=markers, summary=summary, finish=finish, apply=apply, progress=progress)
             target.attrs.update(_jsonable(result.state))
+            consolidate_store(tmp)
         finally:
             shutil.rmtree(markers, ignore_errors=True)
     return path

@@ -119,6 +119,36 @@ class StageContext:
         self.blocks_computed[filename] = computed
         return path
 
+    def write_volumes(
+        self,
+        template: xr.DataArray,
+        data: da.Array,
+        variables: dict[str, Any],
+        filename: str,
+        *,
+        params: dict[str, Any] | None = None,
+        chunks: Sequence[int] | None = None,
+        progress: str | None = None,
+    ) -> Path:
+        """Write several volumes computed together into one store, resumably.
+
+        ``data`` has a leading axis of one channel per entry of ``variables``
+        (name -> on-disk dtype; the first is the store's primary variable,
+        the one :func:`pipeline.io.volume.open_volume` opens by default).
+        ``template`` gives coordinates and attrs. Each block computes all
+        channels once and writes each into its variable.
+        """
+        from pipeline.engine.blocks import store_blocks
+
+        self.dask()
+        path = self.path(filename)
+        targets, markers = self._open_target(template, filename, "blocks", params=params, chunks=chunks, dtype=None,
+                                             variables=variables)
+        computed = store_blocks(data, [targets[n] for n in variables], markers=markers,
+                                progress=progress or f"{self.name}: {filename}")
+        self.blocks_computed[filename] = computed
+        return path
+
     def write_volume_two_pass(
         self,
         vol: xr.DataArray,
@@ -156,6 +186,7 @@ class StageContext:
             for both passes.
         """
         from pipeline.engine.two_pass import store_two_pass
+        from pipeline.io.volume import consolidate_store
 
         self.dask()
         path = self.path(filename)
@@ -166,6 +197,7 @@ class StageContext:
             progress=progress or f"{self.name}: {filename}",
         )
         target.attrs.update(result.state)
+        consolidate_store(path)
         self.blocks_computed[filename] = result.computed + result.recomputed
         return path
 
@@ -178,8 +210,12 @@ class StageContext:
         params: dict[str, Any] | None,
         chunks: Sequence[int] | None,
         dtype: Any,
+        variables: dict[str, Any] | None = None,
     ) -> tuple[Any, Path]:
         """The store to write ``vol`` into and its marker folder, reused when they belong to this stage hash and ``kind``.
+
+        With ``variables`` (name -> dtype) the store holds those volumes and a
+        dict of their zarr arrays is returned.
 
         Otherwise (another hash, another kind of write, or no store) every
         old marker folder of ``filename`` is removed and the store created
@@ -189,11 +225,13 @@ class StageContext:
 
         import zarr
 
-        from pipeline.io.volume import create_volume_store, provenance
+        from pipeline.io.volume import create_group_store, create_volume_store, provenance
 
         path = self.path(filename)
         markers = self.work_dir / f"{filename}.{kind}-{self.stage_hash[:12]}"
         if markers.exists() and path.exists():
+            if variables:
+                return {n: zarr.open_array(path / n, mode="r+") for n in variables}, markers
             return zarr.open_array(path / str(vol.name or "image"), mode="r+"), markers
         for pattern in (f"{filename}.blocks-*", f"{filename}.twopass-*"):
             for old in self.work_dir.glob(pattern):
@@ -202,7 +240,10 @@ class StageContext:
         attrs["provenance"] = provenance(self.name, params, job_hash=self.job_hash)
         template = vol.copy(data=vol.data) if isinstance(vol.data, da.Array) else vol
         template = template.assign_attrs(attrs)
-        target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
+        if variables:
+            target = create_group_store(path, template, variables, chunks=chunks or self.chunks)
+        else:
+            target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
         markers.mkdir(parents=True)
         return target, markers
 

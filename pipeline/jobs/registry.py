@@ -23,9 +23,14 @@ STAGE_MODULES: dict[str, str] = {
     "render": "pipeline.jobs.stages.render",
     "correct": "pipeline.jobs.stages.correct",
     "preprocess": "pipeline.jobs.stages.preprocess",
+    "train2d": "pipeline.jobs.stages.train2d",
+    "segment": "pipeline.jobs.stages.segment",
+    "train3d": "pipeline.jobs.stages.train3d",
+    "refine": "pipeline.jobs.stages.refine",
     "baseline": "pipeline.jobs.stages.baseline",
     "reconstruct": "pipeline.jobs.stages.reconstruct",
     "analyze": "pipeline.jobs.stages.analyze",
+    "evaluate": "pipeline.jobs.stages.evaluate",
     "report": "pipeline.jobs.stages.report",
 }
 

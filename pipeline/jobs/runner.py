@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import resolve_backend
-from pipeline.errors import ClusterError
+from pipeline.errors import ClusterError, UserError
 from pipeline.jobs.context import StageContext
 from pipeline.jobs.lock import LOCK_NAME, SUBMIT_DIR, run_lock
 from pipeline.jobs.manifest import Manifest, git_commit, machine_info, now, package_versions
@@ -167,6 +167,7 @@ def run_job(
     ray_address: str | None = None,
     fresh: bool = False,
     report: bool = True,
+    until: str | None = None,
 ) -> RunResult:
     """Run the job file ``job_path`` into ``runs_dir/<name>/``.
 
@@ -182,9 +183,14 @@ def run_job(
         Delete the run folder's contents first (not its lock and ``.submit/``) and redo every stage.
     report : bool
         Write ``report/index.html`` at the end (when the report package is installed).
+    until : str, optional
+        Stop after the stage of this name (``porelab train`` stops after the
+        last training stage); the manifest then says ``partial``.
     """
     job_path = Path(job_path)
     spec = load_job(job_path)
+    if until is not None and until not in spec.stage_names():
+        raise UserError(f"{job_path}: has no stage named {until!r}; its stages are {', '.join(spec.stage_names())}")
     backend = resolve_backend(spec.engine.backend)
     run_dir = Path(runs_dir) / spec.name
     with run_lock(run_dir):
@@ -198,7 +204,7 @@ def run_job(
                 else:
                     child.unlink()
         try:
-            return _run_locked(spec, job_path, run_dir, backend, dask_address, ray_address, report)
+            return _run_locked(spec, job_path, run_dir, backend, dask_address, ray_address, report, until)
         except OSError as exc:  # the manifest itself could not be written
             if _storage_error(exc, run_dir):
                 raise ClusterError(
@@ -216,6 +222,7 @@ def _run_locked(
     dask_address: str | None,
     ray_address: str | None,
     report: bool,
+    until: str | None,
 ) -> RunResult:
     """:func:`run_job` once the run folder's lock is held."""
     digest = spec_hash(spec)
@@ -266,6 +273,8 @@ def _run_locked(
                 result.skipped.append(name)
                 log.info("stage %s: up to date, skipped", name)
                 previous = name
+                if name == until:
+                    break
                 continue
             ctx = StageContext(
                 run_dir=run_dir,
@@ -314,6 +323,8 @@ def _run_locked(
                 outputs[name] = out.path
             result.ran.append(name)
             previous = name
+            if name == until:
+                break
     except BaseException:
         manifest.data.update(status="failed", updated=now())
         with contextlib.suppress(OSError):
@@ -321,7 +332,8 @@ def _run_locked(
         engines.close()
         raise
     engines.close()
-    manifest.data.update(status="done", updated=now())
+    partial = until is not None and until != spec.stage_names()[-1]
+    manifest.data.update(status="partial" if partial else "done", updated=now())
     manifest.save()
     if report and importlib.util.find_spec("pipeline.report") is not None:
         from pipeline.report import write_report

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "pyplot",
     "png",
     "drift_plot",
     "illumination_plot",
@@ -19,6 +20,7 @@ __all__ = [
     "method_bars",
     "sensitivity_plot",
     "porosity_map_plot",
+    "probability_plot",
 ]
 
 _METHOD_LABELS = {
@@ -32,13 +34,17 @@ _METHOD_LABELS = {
 }
 
 
-def _plt():  # noqa: ANN202
+def pyplot():  # noqa: ANN201
+    """matplotlib.pyplot on the Agg backend (no display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+_plt = pyplot
 
 
 def png(fig: Any, dpi: int = 100) -> bytes:
@@ -261,5 +267,22 @@ def sensitivity_plot(sweep: Mapping[str, Any], others: Mapping[str, Sequence[flo
     ax.set_xlim(-0.7, len(groups) - 0.3)
     ax.set_title("spread of porosity", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
+def probability_plot(image: np.ndarray | None, panels: Mapping[str, np.ndarray]) -> bytes:
+    """A slice's grey image beside a segmentation's maps (probability, uncertainty), each with its colour bar."""
+    plt = pyplot()
+    items = ([("image", image, "gray", None)] if image is not None else []) + [
+        (k, v, "magma" if "probability" in k else "viridis", (0.0, 1.0) if "probability" in k else None) for k, v in panels.items()]
+    fig, axes = plt.subplots(1, len(items), figsize=(3.4 * len(items), 3.3))
+    axes = np.atleast_1d(axes)
+    for ax, (title, data, cmap, lim) in zip(axes, items):
+        im = ax.imshow(data, cmap=cmap, vmin=None if lim is None else lim[0], vmax=None if lim is None else lim[1])
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        if title != "image":
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.tight_layout()
     return png(fig)

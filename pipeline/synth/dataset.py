@@ -16,7 +16,9 @@ Layout of ``DATASET.zarr`` (opens with :func:`open_dataset` or plain
   atomically; a sample is present exactly when its record is.
 * group ``figures``: ``card.json`` (job, ranges, achieved statistics),
   ``psd.png`` (size distributions against log-normal fits), ``panels/``.
-* ``attrs["card"]`` (the card) and ``attrs["complete"] = True`` once finalised.
+* ``attrs["card"]`` (the card) and ``attrs["complete"] = True`` once finalised,
+  with consolidated metadata (so plain xarray opens it without a warning);
+  an unfinished store has none, because samples add nodes while it is built.
 
 Every chunk holds one sample, so workers writing different samples never
 touch the same file, and writing a sample twice writes the same bytes.
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UserError
-from pipeline.io.volume import compressors_for
+from pipeline.io.volume import compressors_for, consolidate_store
 
 __all__ = [
     "sample_id",
@@ -225,7 +227,7 @@ def finalize(
     splits: Sequence[str],
     card: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Turn the per-sample records into variables, add ``split`` and the card, mark complete.
+    """Turn the per-sample records into variables, add ``split`` and the card, mark complete, consolidate.
 
     Returns
     -------
@@ -282,6 +284,7 @@ def finalize(
     _atomic_write_bytes(fig / "card.json", json.dumps(full, indent=2, sort_keys=True, default=_default).encode())
     root = zarr.open_group(path, mode="r+")
     root.attrs.update({**keep, "card": json.loads(json.dumps(full, default=_default)), "complete": True})
+    consolidate_store(path)
     return full
 
 

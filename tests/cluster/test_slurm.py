@@ -120,6 +120,9 @@ def test_engines_follow_the_stages(tmp_path: Path) -> None:
     assert engines([{"stage": "synth", "count": 2, "shape": [8, 8, 8]}]) == {"ray"}
     assert engines([{"stage": "synth", "count": 2, "shape": [8, 8, 8], "executor": "local"}, {"stage": "report"}]) == set()
     assert engines([{"stage": "synth", "count": 2, "shape": [8, 8, 8]}, {**ingest, "path": "synth"}]) == {"dask", "ray"}
+    synth_local = {"stage": "synth", "count": 2, "shape": [8, 8, 8], "executor": "local"}
+    assert engines([synth_local, {"stage": "train2d"}]) == {"ray"}  # Ray Train workers
+    assert engines([synth_local, {"stage": "train2d", "workers": {"executor": "local"}}]) == set()
 
 
 @pytest.mark.slow

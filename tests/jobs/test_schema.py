@@ -20,6 +20,11 @@ def test_checked_in_schema_is_current() -> None:
     assert checked_in == schema_text(), "schemas/job.schema.json is stale: run `make schema` and commit it"
 
 
+def test_checked_in_model_schema_is_current() -> None:
+    checked_in = (REPO / "schemas" / "model.schema.json").read_text()
+    assert checked_in == schema_text(model=True), "schemas/model.schema.json is stale: run `make schema` and commit it"
+
+
 def test_schema_cli_writes_file(tmp_path: Path) -> None:
     assert main(["schema", "--out", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["title"] == "porelab job"

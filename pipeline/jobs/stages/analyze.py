@@ -78,15 +78,20 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
 
     ctx.dask()
     vol = open_volume(ctx.require_input("a label volume"))
+    if vol.dtype.kind not in "biu":
+        raise UserError(f"stage {ctx.name!r}: {ctx.input} holds {vol.dtype} values; expected integer labels (1 = pore), "
+                        "such as a segment, refine or baseline stage's output")
     vs = voxel_size_of(vol)
     truth = None
     if cfg.truth:
         truth = open_volume(ctx.resolve_store(cfg.truth))
         if truth.shape != vol.shape:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
+    src = ctx.require_input("a label volume")
+    probability = open_volume(src, "probability") if (src / "probability").is_dir() else None
     try:
         m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
-                    thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None)
+                    thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None, probability=probability)
     except ValueError as exc:
         raise UserError(f"stage {ctx.name!r}: {exc}") from None
     files: dict[str, Path] = {}

@@ -1,0 +1,191 @@
+"""Segmentation of a porelab volume by a model folder: checks, lazy outputs, the attrs they carry.
+
+The job stages (``segment``, ``refine``) and ``porelab segment`` call
+:func:`segment_volume` and :func:`refine_volume`; both return the channels to
+write (``probability`` float16, ``mask`` uint8 with 1 = pore, and with
+test-time flips ``uncertainty`` float16) as one lazy dask array, plus the
+store's attrs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from pipeline.errors import UserError
+from pipeline.io.volume import LABEL_NAMES
+from pipeline.models.card import ModelCard
+from pipeline.models.folder import read_card, resolve_model
+from pipeline.segment.infer import DEFAULT_BLOCK_BYTES, predict_dask
+
+__all__ = ["SegmentOptions", "Segmentation", "segment_volume", "refine_volume", "check_voxel_size", "preprocess_for", "load_for"]
+
+
+@dataclass
+class SegmentOptions:
+    """How a model is run over a volume.
+
+    Attributes
+    ----------
+    model : str or path or None
+        A model folder, a shipped model's name, or None / "default".
+    tta : bool
+        Average over test-time flips and write the spread as ``uncertainty``.
+    tile, overlap, batch_size, threshold : optional
+        Override the model's inference defaults.
+    preprocess : bool
+        Apply the model's input preprocessing (denoise, normalise) to a raw volume.
+    device : str
+        ``"cpu"`` or ``"cuda"``.
+    threads : int or None
+        torch threads per task (None: torch's default).
+    budget_bytes : int
+        Memory for one block.
+    """
+
+    model: str | Path | None = None
+    tta: bool = False
+    tile: list[int] | None = None
+    overlap: float | None = None
+    batch_size: int | None = None
+    threshold: float | None = None
+    preprocess: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    budget_bytes: int = DEFAULT_BLOCK_BYTES
+
+
+@dataclass
+class Segmentation:
+    """Lazy channels of a segmentation and where they go."""
+
+    data: da.Array
+    variables: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
+    folder: Path | None = None
+
+
+def check_voxel_size(card: ModelCard, voxel_size_nm: Any, *, factor: float = 2.0) -> str | None:
+    """A warning when a voxel size lies more than ``factor`` outside the range the model saw in training, else None."""
+    rng = card.input.voxel_size_nm
+    if not rng or voxel_size_nm is None:
+        return None
+    lo, hi = np.asarray(rng["min"], float), np.asarray(rng["max"], float)
+    vs = np.asarray(voxel_size_nm, float)
+    if np.any(vs < lo / factor) or np.any(vs > hi * factor):
+        return (f"voxel size {list(map(float, vs))} nm is far from the {lo.tolist()}-{hi.tolist()} nm the model "
+                f"{card.name!r} was trained on; resample the stack to that range (porelab ingest --resample) for reliable results")
+    return None
+
+
+def preprocess_for(vol: xr.DataArray, card: ModelCard) -> xr.DataArray:
+    """``vol`` preprocessed (lazily) as the model's training data was: its denoise and normalise settings."""
+    from pipeline.preprocess.chain import DenoiseParams, NormalizeParams, preprocess_volume
+
+    d = {k: v for k, v in card.input.preprocess.get("denoise", {}).items() if k in DenoiseParams.__dataclass_fields__}
+    n = {k: v for k, v in card.input.preprocess.get("normalize", {}).items() if k in NormalizeParams.__dataclass_fields__}
+    try:
+        return preprocess_volume(vol, DenoiseParams(**d), NormalizeParams(**n))
+    except ValueError as exc:
+        raise UserError(f"preprocess for the model: {exc}") from None
+
+
+def _grey_input(vol: xr.DataArray, card: ModelCard, opts: SegmentOptions, where: str) -> xr.DataArray:
+    if str(vol.name) in LABEL_NAMES or vol.dtype == bool:
+        raise UserError(f"{where}: holds labels ({vol.name!r}, {vol.dtype}); expected a grey image volume (a preprocess output)")
+    if vol.dtype.kind in "biu":
+        if not opts.preprocess:
+            raise UserError(f"{where}: holds {vol.dtype} values, not a preprocessed volume; run porelab preprocess first, "
+                            "or pass --preprocess (preprocess: true in a job) to normalise it as the model was trained")
+        vol = preprocess_for(vol, card)
+    return vol
+
+
+def load_for(opts: SegmentOptions, task: str) -> tuple[Path, ModelCard]:
+    """The folder and card of the model ``opts`` names, checked to be a ``task`` model."""
+    folder = resolve_model(opts.model, task=task)
+    card = read_card(folder)
+    if card.task != task:
+        raise UserError(f"{folder}: is a {card.task} model; expected a {task} model here")
+    return folder, card
+
+
+def _outputs(prob: da.Array, card: ModelCard, opts: SegmentOptions) -> tuple[da.Array, dict[str, Any]]:
+    thr = card.inference.threshold if opts.threshold is None else float(opts.threshold)
+    mask = (prob[0] >= np.float32(thr)).astype(np.float32)
+    chans = [prob[0], mask] + ([prob[1]] if opts.tta else [])
+    variables: dict[str, Any] = {"mask": np.uint8, "probability": np.float16}
+    if opts.tta:
+        variables["uncertainty"] = np.float16
+    return da.stack([chans[1], chans[0], *chans[2:]]), variables
+
+
+def _attrs(card: ModelCard, folder: Path, opts: SegmentOptions, plan_tile: Any) -> dict[str, Any]:
+    return {
+        "meaning": "mask: 1 = pore, 0 = solid; probability: pore probability; uncertainty: its spread over test-time flips",
+        "model": {"name": card.name, "folder": str(folder), "weights_sha256": card.weights_sha256, "task": card.task},
+        "inference": {"tile": list(plan_tile), "overlap": card.inference.overlap if opts.overlap is None else opts.overlap,
+                      "threshold": card.inference.threshold if opts.threshold is None else opts.threshold,
+                      "tta": opts.tta},
+    }
+
+
+def segment_volume(vol: xr.DataArray, opts: SegmentOptions, *, where: str = "input") -> Segmentation:
+    """Segment a grey volume with a slice model (2D / 2.5D).
+
+    Raises
+    ------
+    UserError
+        A label volume, a raw (integer) volume without ``preprocess``, a
+        volume with fewer slices than the model reads, or a refinement model.
+    """
+    from pipeline.segment.infer import plan_tiles
+
+    folder, card = load_for(opts, "segment")
+    vol = _grey_input(vol, card, opts, where)
+    k = card.input.slices
+    if vol.shape[0] < k:
+        raise UserError(f"{where}: has {vol.shape[0]} slice(s); the model {card.name!r} reads {k} neighbouring slices, "
+                        f"so it needs at least {k}")
+    plan = plan_tiles(card, vol.shape, tile=opts.tile, overlap=opts.overlap)
+    prob = predict_dask(vol.data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
+                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
+                        budget_bytes=opts.budget_bytes)
+    data, variables = _outputs(prob, card, opts)
+    return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile[1:]), card=card, folder=folder)
+
+
+def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentOptions, *,
+                  where: str = "input", image_where: str = "image") -> Segmentation:
+    """Refine a 2D model's pore probability in 3D, with the grey image as the second channel.
+
+    Raises
+    ------
+    UserError
+        A probability that is not in [0, 1] floats (labels given instead),
+        an image that holds labels or raw values without ``preprocess``, or
+        shapes that differ.
+    """
+    from pipeline.segment.infer import plan_tiles
+
+    folder, card = load_for(opts, "refine")
+    if probability.dtype.kind not in "f" or str(probability.name) in LABEL_NAMES:
+        raise UserError(f"{where}: holds {probability.name!r} ({probability.dtype}); expected the pore probability of a segment stage")
+    image = _grey_input(image, card, opts, image_where)
+    if probability.shape != image.shape:
+        raise UserError(f"{image_where}: has shape {list(image.shape)}; the probability {list(probability.shape)}")
+    if min(image.shape) < 2:
+        raise UserError(f"{image_where}: has shape {list(image.shape)}; a 3D refinement needs at least 2 voxels along every axis")
+    stacked = da.stack([probability.data.astype(np.float32), image.data.astype(np.float32)])
+    plan = plan_tiles(card, image.shape, tile=opts.tile, overlap=opts.overlap)
+    prob = predict_dask(stacked, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
+                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
+                        budget_bytes=opts.budget_bytes)
+    data, variables = _outputs(prob, card, opts)
+    return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile), card=card, folder=folder)
