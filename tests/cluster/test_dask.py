@@ -54,8 +54,13 @@ def correct_job(tmp_path: Path, name: str, shape: tuple[int, int, int], chunks: 
     return path
 
 
+def stage_markers(run_dir: Path, stage: str) -> list[Path]:
+    """Done markers of a stage's blocks (``RUN_DIR/.work/<stage>/<stage>.zarr.blocks-*/``)."""
+    return list((run_dir / ".work" / stage).glob(f"{stage}.zarr.blocks-*/*.done"))
+
+
 def correct_markers(run_dir: Path) -> list[Path]:
-    return list((run_dir / ".work" / "correct").glob("correct.zarr.blocks-*/*.done"))
+    return stage_markers(run_dir, "correct")
 
 
 def test_submit_to_dask_runs_detached(tmp_path: Path, dask_cluster) -> None:
@@ -175,3 +180,36 @@ def test_tls_scheduler_with_the_jobs_certificates(tmp_path: Path, tls_dask_clust
     assert "Register worker" in cluster.scheduler.log.read_text()
     refused = porelab(cluster.env, "run", str(tmp_path / "plain.yaml"), "--dask", cluster.address, "--runs-dir", str(runs))
     assert refused.returncode == 2 and "engine.dask.tls" in refused.stderr, refused.stderr
+
+
+@pytest.mark.slow
+def test_worker_sigkilled_mid_segmentation(tmp_path: Path, dask_cluster, model_factory) -> None:
+    """A worker SIGKILLed while the segment stage runs its model on blocks: same probability and mask bytes."""
+    grey = ndi.gaussian_filter(np.random.default_rng(5).random((48, 96, 96)), 1.5).astype(np.float32)
+    grey = (grey - grey.min()) / (grey.max() - grey.min())
+    np.save(tmp_path / "grey.npy", grey)
+    job = tmp_path / "seg.yaml"
+    job.write_text(yaml.safe_dump({"name": "killseg", "engine": {"chunks": [2, 96, 96]}, "stages": [
+        {"stage": "ingest", "path": "grey.npy", "voxel_size_nm": [10, 10, 10]},
+        {"stage": "segment", "model": str(model_factory("slices"))}]}))
+    runs = tmp_path / "killed"
+    proc = porelab_bg(dask_cluster.env, "run", str(job), "--dask", dask_cluster.address, "--runs-dir", str(runs))
+    try:
+        wait_until(lambda: len(stage_markers(runs / "killseg", "segment")) >= 3, 300, "segmentation blocks done",
+                   poll_s=0.05, alive=lambda: proc.poll() is None)
+        dask_cluster.kill_worker()
+        killed_at = len(stage_markers(runs / "killseg", "segment"))
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert killed_at < 24, "the segmentation had finished before the worker was killed"
+    clean = porelab(dask_cluster.env, "run", str(job), "--dask", dask_cluster.address, "--runs-dir", str(tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr
+    for store in ("ingest.zarr", "segment.zarr"):
+        # the segmentation's attrs name its image store, a path inside each run folder
+        killed = {k: v.replace(bytes(runs), b"RUNS") for k, v in store_files(runs / "killseg" / store).items()}
+        ref = {k: v.replace(bytes(tmp_path / "clean"), b"RUNS") for k, v in store_files(tmp_path / "clean" / "killseg" / store).items()}
+        assert killed == ref, store

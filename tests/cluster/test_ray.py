@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -93,3 +95,45 @@ def test_worker_node_killed_during_synth(tmp_path: Path, ray_cluster) -> None:
     a, b = dstore.open_dataset(store), dstore.open_dataset(tmp_path / "ref" / "ray-kill" / "synth.zarr")
     np.testing.assert_array_equal(a["labels"].values, b["labels"].values)
     np.testing.assert_array_equal(a["image"].values, b["image"].values)
+
+
+@pytest.mark.slow
+def test_train2d_runs_across_both_nodes(tmp_path: Path, ray_cluster) -> None:
+    """A job's train2d stage with two Ray Train workers on a head and a node of one CPU each: one worker on each."""
+    job = {"name": "ray-train", "seed": 1, "stages": [
+        {"stage": "synth", "count": 8, "shape": [16, 64, 64], "voxel_size_nm": [10, 10, 10], "figures": False,
+         "structure": {"families": {"solid_spheres": 1.0}, "porosity": [0.4, 0.6], "median_nm": 80.0},
+         "splits": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        {"stage": "train2d", "epochs": 1, "steps_per_epoch": 3, "batch_size": 4, "patch": [32, 32], "tile": [64, 64],
+         "val_slices": 2, "net": {"features": 4, "depth": 2}, "workers": {"executor": "ray", "num_workers": 2}},
+    ]}
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(job))
+    nodes = {"head": ray_cluster.head, "node": ray_cluster.nodes[0]}
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:  # which node's processes run a Ray Train worker
+        while not stop.is_set() and len(seen) < 2:
+            for name, service in nodes.items():
+                for proc in service.descendants():
+                    try:
+                        if "RayTrainWorker" in " ".join(proc.cmdline()):
+                            seen.add(name)
+                    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                        continue
+            stop.wait(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run = porelab(ray_cluster.env, "run", str(tmp_path / "train.yaml"), "--ray", ray_cluster.address,
+                      "--runs-dir", str(tmp_path / "runs"), timeout=900)
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert run.returncode == 0, run.stderr
+    assert seen == {"head", "node"}, f"Ray Train workers ran on {sorted(seen)} only"
+    from pipeline.models.folder import read_card
+
+    card = read_card(tmp_path / "runs" / "ray-train" / "train2d" / "model")
+    assert card.training["workers"] == 2 and card.training["executor"] == "ray"
