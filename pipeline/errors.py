@@ -1,8 +1,8 @@
-"""Errors that porelab reports to users as one sentence and exit code 2."""
+"""Errors that porelab reports as one sentence: exit code 2 for user mistakes, 3 for a failed cluster or disk."""
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "ClusterError"]
 
 
 class UserError(Exception):
@@ -14,3 +14,14 @@ class UserError(Exception):
     """
 
     exit_code: int = 2
+
+
+class ClusterError(UserError):
+    """A cluster or disk the run depends on failed under it: a scheduler gone, a disk full.
+
+    Not the user's mistake, but reported the same way: one sentence saying
+    what failed and what to do (the run resumes from its done markers), no
+    traceback, exit code 3.
+    """
+
+    exit_code: int = 3

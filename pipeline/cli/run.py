@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import signal
+from types import FrameType
 
 from pipeline.cli._common import add_parser
 
@@ -28,10 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # scancel, a time limit, kill: unwind like Ctrl-C so the manifest says the stage stopped
+    raise SystemExit(128 + signum)
+
+
 def _run(args: argparse.Namespace) -> int:
     from pipeline.jobs.runner import run_job
 
-    result = run_job(args.job, runs_dir=args.runs_dir, dask_address=args.dask, ray_address=args.ray, fresh=args.fresh)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        result = run_job(args.job, runs_dir=args.runs_dir, dask_address=args.dask, ray_address=args.ray, fresh=args.fresh)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if not result.ran:
         print(f"{result.run_dir}: up to date, nothing to do (use --fresh to redo it)")
     else:

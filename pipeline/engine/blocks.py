@@ -23,7 +23,10 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "block_regions", "done_blocks"]
+__all__ = ["store_blocks", "block_regions", "done_blocks", "record_total", "TOTAL_NAME"]
+
+#: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
+TOTAL_NAME = "blocks.json"
 
 
 def block_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
@@ -37,6 +40,15 @@ def block_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple
 
 def _marker(markers: Path, index: tuple[int, ...]) -> Path:
     return markers / (".".join(str(i) for i in index) + ".done")
+
+
+def record_total(markers: Path, total: int) -> None:
+    """Write how many blocks the write in ``markers`` has, so progress can be told from outside (atomic)."""
+    import json
+
+    tmp = markers / f".{TOTAL_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"total": int(total)}))
+    os.replace(tmp, markers / TOTAL_NAME)
 
 
 def done_blocks(markers: Path | None) -> set[str]:
@@ -155,6 +167,8 @@ def store_blocks(
         if marker_dir is None or _marker(marker_dir, index).name not in done
     ]
     total = int(np.prod(data.numblocks))
+    if marker_dir is not None:
+        record_total(marker_dir, total)
     lead = (0,) if several else ()
     client = _active_client()
     if max_in_flight is None:

@@ -16,8 +16,8 @@ import psutil
 from pipeline.engine.probe import split_address, tcp_reachable
 from pipeline.errors import UserError
 
-__all__ = ["dask_client", "default_workers", "gpu_worker_layout", "cluster_memory", "fits_in_memory", "threads_per_task",
-           "worker_memory"]
+__all__ = ["dask_client", "check_scheduler", "tls_security", "default_workers", "gpu_worker_layout", "cluster_memory",
+           "fits_in_memory", "threads_per_task", "worker_memory"]
 
 log = logging.getLogger("porelab.engine")
 
@@ -136,6 +136,34 @@ def _check_address(address: str) -> None:
         raise UserError(f"--dask address {address!r} is not valid; expected tcp://HOST:PORT")
 
 
+def tls_security(ca_file: str | os.PathLike[str], cert: str | os.PathLike[str], key: str | os.PathLike[str] | None = None) -> Any:
+    """``distributed.Security`` for a TLS cluster from the user's PEM files (encryption required).
+
+    Raises
+    ------
+    UserError
+        When a file is missing.
+    """
+    from distributed.security import Security
+
+    for what, path in (("ca_file", ca_file), ("cert", cert), ("key", key)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"engine.dask.tls.{what}: {path} is not a file; expected a PEM certificate or key")
+    files = {"tls_ca_file": str(ca_file), "tls_client_cert": str(cert), "tls_client_key": None if key is None else str(key)}
+    # a local cluster's scheduler and workers present the same certificate
+    files.update(tls_scheduler_cert=files["tls_client_cert"], tls_scheduler_key=files["tls_client_key"],
+                 tls_worker_cert=files["tls_client_cert"], tls_worker_key=files["tls_client_key"])
+    return Security(require_encryption=True, **files)
+
+
+def check_scheduler(address: str) -> None:
+    """Raise a one-sentence UserError unless ``address`` is a scheduler address that accepts connections."""
+    _check_address(address)
+    host_port = split_address(address)
+    if host_port is not None and not tcp_reachable(*host_port):
+        raise UserError(f"no Dask scheduler answered at {address} (connection refused or timed out)")
+
+
 @contextlib.contextmanager
 def dask_client(
     address: str | None = None,
@@ -146,6 +174,7 @@ def dask_client(
     local_directory: str | os.PathLike[str] | None = None,
     timeout_s: float = 30.0,
     profile: bool = False,
+    security: Any = None,
 ) -> Iterator[Any]:
     """Give a ``distributed.Client`` for the duration of a ``with`` block.
 
@@ -166,6 +195,10 @@ def dask_client(
     profile : bool
         Keep the local workers' statistical profiler on (the dashboard's
         Profile page); off by default, its history grows in worker memory.
+    security : distributed.Security, optional
+        TLS settings (see :func:`tls_security`): required by a ``tls://``
+        scheduler unless Dask's own config names certificates; a local
+        cluster then uses TLS between all its processes too.
 
     Raises
     ------
@@ -179,12 +212,16 @@ def dask_client(
     if not log.isEnabledFor(logging.INFO) and noisy.level < logging.ERROR:
         noisy.setLevel(logging.ERROR)
     if address is not None:
-        _check_address(address)
-        host_port = split_address(address)
-        if host_port is not None and not tcp_reachable(*host_port):
-            raise UserError(f"no Dask scheduler answered at {address} (connection refused or timed out)")
+        check_scheduler(address)
+        # A scheduler that goes away makes the client log each failed reconnect with a traceback;
+        # the run reports the loss itself, in one sentence (the runner's ClusterError).
+        client_log = logging.getLogger("distributed.client")
+        if not log.isEnabledFor(logging.INFO) and client_log.level < logging.CRITICAL:
+            client_log.setLevel(logging.CRITICAL)
+        if address.startswith("tls://") and security is None and not dask.config.get("distributed.comm.tls.ca-file", None):
+            raise UserError(f"{address} is a TLS scheduler; give its certificates in the job (engine.dask.tls: ca_file, cert, key)")
         try:
-            client = Client(address, timeout=timeout_s)
+            client = Client(address, timeout=timeout_s, **({"security": security} if security is not None else {}))
         except (OSError, TimeoutError) as exc:
             raise UserError(f"no Dask scheduler answered at {address} ({exc})") from None
         try:
@@ -218,9 +255,12 @@ def dask_client(
             host="127.0.0.1",
             dashboard_address="127.0.0.1:0",
             local_directory=None if local_directory is None else str(local_directory),
-            silence_logs=logging.ERROR,
+            **({"security": security, "protocol": "tls://"} if security is not None else {}),
+            # a failed task reaches the run as its exception (a full disk: one sentence); the
+            # workers' own "Compute Failed" report of it is for --verbose
+            silence_logs=logging.ERROR if log.isEnabledFor(logging.INFO) else logging.CRITICAL,
         )
-    client = Client(cluster)
+    client = Client(cluster, **({"security": security} if security is not None else {}))
     from pipeline.engine.worker_memory import TrimWhenHigh
 
     client.register_plugin(TrimWhenHigh())  # heap memory kept for speed is given back near the limit

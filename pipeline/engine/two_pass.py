@@ -37,7 +37,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from pipeline.engine.blocks import block_regions, done_blocks
+from pipeline.engine.blocks import block_regions, done_blocks, record_total
 from pipeline.progress import progress_bar
 
 __all__ = ["TwoPassResult", "store_two_pass"]
@@ -310,6 +310,8 @@ def store_two_pass(
     for d in (p1, p2):
         d.mkdir(parents=True, exist_ok=True)
     regions = list(block_regions(target.shape, chunks))
+    for d in (p1, p2):
+        record_total(d, len(regions))
     label1, label2 = (None, None) if progress is None else (f"{progress} (1/2)", f"{progress} (2/2)")
     computed = 0
     state = _read_state(state_file)

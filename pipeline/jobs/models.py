@@ -21,9 +21,21 @@ from pipeline.errors import UserError
 from pipeline.jobs.base import StageConfig, Strict
 from pipeline.jobs.registry import STAGE_MODULES, stage_module
 
-__all__ = ["DaskEngine", "RayEngine", "EngineSpec", "JobSpec", "load_job", "spec_hash", "stage_hash", "job_schema"]
+__all__ = ["DaskTLS", "DaskEngine", "RayEngine", "EngineSpec", "JobSpec", "load_job", "spec_hash", "stage_hash", "job_schema"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class DaskTLS(Strict):
+    """Certificates for a Dask cluster whose scheduler and workers use TLS (``tls://`` addresses).
+
+    Paths are relative to the job file. The same files can serve the scheduler and the workers
+    (``dask scheduler --tls-ca-file CA --tls-cert CERT --tls-key KEY``); see cluster/README.md.
+    """
+
+    ca_file: str = Field(description="CA certificate (PEM) that signed the scheduler's and workers' certificates.")
+    cert: str = Field(description="This client's certificate (PEM), signed by that CA.")
+    key: str | None = Field(default=None, description="The certificate's private key (PEM), when it is not in cert.")
 
 
 class DaskEngine(Strict):
@@ -36,6 +48,10 @@ class DaskEngine(Strict):
         default=None,
         pattern=r"^\d+(\.\d+)?\s*([KMGT]i?B)?$",
         description="Memory limit per local worker, e.g. '4GiB' (default: 80 % of free memory, shared).",
+    )
+    tls: DaskTLS | None = Field(
+        default=None,
+        description="TLS certificates: encrypted, authenticated connections to a tls:// scheduler (a local cluster uses them too).",
     )
 
 

@@ -9,6 +9,7 @@ done markers, so running the job again finishes it without redoing blocks.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import logging
 import shutil
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.backend import resolve_backend
-from pipeline.errors import UserError
+from pipeline.errors import ClusterError, UserError
 from pipeline.jobs.context import StageContext
+from pipeline.jobs.lock import LOCK_NAME, SUBMIT_DIR, run_lock
 from pipeline.jobs.manifest import Manifest, git_commit, machine_info, now, package_versions
 from pipeline.jobs.models import JobSpec, load_job, spec_hash, stage_hash
 from pipeline.jobs.registry import stage_module
@@ -61,8 +63,9 @@ class _Engines:
     """Engines started on first use and stopped when the run ends."""
 
     def __init__(self, spec: JobSpec, run_dir: Path, dask_address: str | None, ray_address: str | None,
-                 backend: str = "numpy") -> None:
+                 backend: str = "numpy", job_dir: Path = Path(".")) -> None:
         self.spec = spec
+        self.job_dir = job_dir
         self.backend = backend
         self.run_dir = run_dir
         self.dask_address = dask_address or spec.engine.dask.address
@@ -73,9 +76,13 @@ class _Engines:
 
     def dask(self) -> Any:
         if self._client is None:
-            from pipeline.engine.dask_cluster import dask_client, gpu_worker_layout
+            from pipeline.engine.dask_cluster import dask_client, gpu_worker_layout, tls_security
 
             d = self.spec.engine.dask
+            security = None
+            if d.tls is not None:  # paths relative to the job file
+                security = tls_security(*(None if p is None else self.job_dir / Path(p).expanduser()
+                                          for p in (d.tls.ca_file, d.tls.cert, d.tls.key)))
             n_workers, threads = d.n_workers, d.threads_per_worker
             if self.backend == "cupy":
                 n_workers, threads = gpu_worker_layout(n_workers, threads)
@@ -86,9 +93,14 @@ class _Engines:
                     threads_per_worker=threads,
                     memory_limit=d.memory_limit,
                     local_directory=self.run_dir / ".work" / "dask",
+                    security=security,
                 )
             )
         return self._client
+
+    def scheduler_lost(self) -> bool:
+        """Whether the run's Dask client lost its scheduler (a remote one that went away)."""
+        return self._client is not None and self.dask_address is not None and self._client.status != "running"
 
     def ray(self) -> None:
         if not self._ray:
@@ -98,7 +110,48 @@ class _Engines:
             self._ray = True
 
     def close(self) -> None:
+        if self.scheduler_lost():  # nothing to close on the other side: do not wait for it
+            with contextlib.suppress(Exception):
+                self._client.close(timeout=2)
         self.stack.close()
+
+
+#: errors of the run folder's filesystem that no retry fixes: full, over quota, read-only, not writable
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _storage_error(exc: BaseException, run_dir: Path) -> bool:
+    """Whether ``exc`` is the run folder's filesystem refusing a write (not, say, an unreadable input file)."""
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
+        return False
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return exc.filename is not None and str(exc.filename).startswith(str(run_dir))
+    return True
+
+
+def _lost_scheduler_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is how distributed reports a scheduler that went away."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"CommClosedError", "FutureCancelledError", "CancelledError", "StreamClosedError"}) or (
+        isinstance(exc, (OSError, TimeoutError)) and "scheduler" in str(exc).lower()
+    )
+
+
+def _stage_failure(exc: BaseException, stage: str, run_dir: Path, engines: _Engines) -> ClusterError | None:
+    """The one-sentence error for a stage that failed because of its cluster or its disk; None for other failures."""
+    if _storage_error(exc, run_dir):
+        assert isinstance(exc, OSError)
+        where = exc.filename or run_dir
+        return ClusterError(
+            f"stage {stage!r} could not write {where} ({exc.strerror or errno.errorcode.get(exc.errno or 0)}); "
+            f"free space in or make writable {run_dir.parent} and run again: finished blocks are kept"
+        )
+    if engines.scheduler_lost() or (engines.dask_address is not None and _lost_scheduler_error(exc)):
+        return ClusterError(
+            f"the Dask scheduler at {engines.dask_address} went away during stage {stage!r} "
+            f"({exc.__class__.__name__}); start it again and run the same command: finished blocks are kept"
+        )
+    return None
 
 
 def _output_exists(entry: dict[str, Any]) -> bool:
@@ -127,7 +180,7 @@ def run_job(
     dask_address, ray_address : str, optional
         Running clusters to use instead of the job's engines or local ones.
     fresh : bool
-        Delete the run folder first and redo every stage.
+        Delete the run folder's contents first (not its lock and ``.submit/``) and redo every stage.
     report : bool
         Write ``report/index.html`` at the end (when the report package is installed).
     until : str, optional
@@ -140,11 +193,38 @@ def run_job(
         raise UserError(f"{job_path}: has no stage named {until!r}; its stages are {', '.join(spec.stage_names())}")
     backend = resolve_backend(spec.engine.backend)
     run_dir = Path(runs_dir) / spec.name
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
+    with run_lock(run_dir):
+        run_dir = run_dir.resolve()
+        if fresh:
+            for child in run_dir.iterdir():  # all but the lock we hold and how the run was submitted
+                if child.name in (LOCK_NAME, SUBMIT_DIR):
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        try:
+            return _run_locked(spec, job_path, run_dir, backend, dask_address, ray_address, report, until)
+        except OSError as exc:  # the manifest itself could not be written
+            if _storage_error(exc, run_dir):
+                raise ClusterError(
+                    f"{exc.filename or run_dir}: cannot be written ({exc.strerror}); free space in or make writable "
+                    f"{run_dir.parent} and run again"
+                ) from None
+            raise
 
+
+def _run_locked(
+    spec: JobSpec,
+    job_path: Path,
+    run_dir: Path,
+    backend: str,
+    dask_address: str | None,
+    ray_address: str | None,
+    report: bool,
+    until: str | None,
+) -> RunResult:
+    """:func:`run_job` once the run folder's lock is held."""
     digest = spec_hash(spec)
     old = Manifest.load(run_dir / "manifest.json")
     if (
@@ -174,7 +254,7 @@ def run_job(
     )
     manifest.save()
     result = RunResult(run_dir)
-    engines = _Engines(spec, run_dir, dask_address, ray_address, backend)
+    engines = _Engines(spec, run_dir, dask_address, ray_address, backend, job_dir=job_path.resolve().parent)
     outputs: dict[str, Path] = {}
     hashes: dict[str, str] = {}
     previous: str | None = None
@@ -218,8 +298,17 @@ def run_job(
             try:
                 out = stage_module(cfg.stage).run(ctx, cfg)
             except BaseException as exc:
-                entry.update(status="failed", error=f"{exc.__class__.__name__}: {exc}", seconds=round(time.perf_counter() - t0, 3))
-                manifest.set_stage(entry)
+                clear = None
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    error = "stopped (interrupted or terminated); run the job again to resume it"
+                else:
+                    clear = _stage_failure(exc, name, run_dir, engines)
+                    error = str(clear) if clear else f"{exc.__class__.__name__}: {exc}"
+                entry.update(status="failed", error=error, seconds=round(time.perf_counter() - t0, 3))
+                with contextlib.suppress(OSError):  # a full disk may refuse the manifest too; it still says "running"
+                    manifest.set_stage(entry)
+                if clear is not None:
+                    raise clear from None
                 raise
             entry.update(
                 status="done",
@@ -238,7 +327,8 @@ def run_job(
                 break
     except BaseException:
         manifest.data.update(status="failed", updated=now())
-        manifest.save()
+        with contextlib.suppress(OSError):
+            manifest.save()
         engines.close()
         raise
     engines.close()

@@ -16,7 +16,7 @@ from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 from pipeline.jobs.stages.synth import RenderSpec, dataset_metrics
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "engines", "run"]
 
 
 class Config(StageConfig):
@@ -30,6 +30,11 @@ class Config(StageConfig):
     executor: Literal["ray", "local"] = Field(default="ray", description="ray: one Ray task per sample; local: in the runner's process.")
     max_retries: int = Field(default=3, ge=0, le=100, description="Retries of a sample whose worker died.")
     figures: bool = Field(default=True, description="Write the size-distribution plot and example panels.")
+
+
+def engines(cfg: Config) -> set[str]:
+    """Ray when the samples are Ray tasks; nothing otherwise."""
+    return {"ray"} if cfg.executor == "ray" else set()
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:

@@ -7,13 +7,18 @@ from typing import Literal
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "engines", "run"]
 
 
 class Config(StageConfig):
     """Write report/index.html from the stages done so far."""
 
     stage: Literal["report"] = "report"
+
+
+def engines(cfg: Config) -> set[str]:
+    """None: the page is written in the runner's process."""
+    return set()
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:

@@ -16,7 +16,7 @@ from pipeline.jobs.context import StageContext
 from pipeline.synth.params import DEFAULT_RENDER_RANGES
 from pipeline.synth.render_builtin import RENDER_DEFAULTS, check_render_params
 
-__all__ = ["Config", "StructureSpec", "RenderSpec", "run", "dataset_metrics"]
+__all__ = ["Config", "StructureSpec", "RenderSpec", "engines", "run", "dataset_metrics"]
 
 Range = float | tuple[float, float]
 
@@ -147,6 +147,11 @@ def dataset_metrics(card: dict[str, Any]) -> dict[str, Any]:
     if sd.get("sphere_phase"):
         out["sphere_fit"] = sd["sphere_phase"]
     return out
+
+
+def engines(cfg: Config) -> set[str]:
+    """Ray when the samples are Ray tasks; nothing otherwise."""
+    return {"ray"} if cfg.executor == "ray" else set()
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
-from pipeline.jobs.stages.training import run_training
+from pipeline.jobs.stages.training import engines, run_training
 from pipeline.train.config import Train3DSettings
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "engines", "run"]
 
 
 class Config(StageConfig, Train3DSettings):

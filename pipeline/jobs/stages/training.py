@@ -8,7 +8,12 @@ from typing import Any
 from pipeline.jobs.base import StageOutput
 from pipeline.jobs.context import StageContext
 
-__all__ = ["run_training", "model_ref"]
+__all__ = ["run_training", "model_ref", "engines"]
+
+
+def engines(cfg: Any) -> set[str]:
+    """Ray when the training runs on Ray Train workers, else none (it trains in the runner's process)."""
+    return {"ray"} if cfg.workers.executor == "ray" else set()
 
 
 def model_ref(ctx: StageContext, ref: str | None, *, task: str) -> Path | None:
