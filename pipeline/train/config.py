@@ -94,6 +94,9 @@ class TrainSettings(_Strict):
     val_split: str = Field("val", min_length=1)
     val_samples: int | None = Field(None, ge=1, le=100000, description="Validation samples per epoch (default: the whole val split).")
     buffer: int = Field(4, ge=1, le=1024, description="Samples a worker holds in memory at once.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Arithmetic of the forward/backward pass: bf16 autocast (auto: where the CPU has "
+        "AVX-512 BF16 / AMX or on CUDA), or fp32; weights and optimiser stay fp32.")
     keep: Literal["best", "last"] = Field("best", description="Ship the epoch with the best validation mean IoU, or the last.")
     init: str | None = Field(None, description="Start from this model (a folder, a shipped model's name, or an earlier stage): fine-tuning.")
     workers: WorkerSettings = Field(default_factory=WorkerSettings)

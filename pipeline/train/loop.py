@@ -36,6 +36,25 @@ from pipeline.analyze.confusion import counts, summarize
 __all__ = ["train_worker", "learning_rate", "validate", "history_paths"]
 
 
+def bf16_supported(device: str) -> bool:
+    """Whether bf16 autocast runs natively here (AVX-512 BF16 / AMX on CPUs, bf16 on CUDA)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``fp32`` or ``bf16`` for a settings value (``auto``: bf16 where it is native)."""
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
 def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up from 10 % of ``peak`` over ``warmup`` steps, then cosine decay to 1 % of it."""
     if warmup > 0 and step < warmup:
@@ -183,6 +202,10 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
     net = build_network({"name": card.architecture.name, **card.architecture.kwargs()})
     if config.get("init"):
         net.load_state_dict(load_model(config["init"]).net.state_dict(), strict=True)
+    precision = resolve_precision(s.get("precision", "fp32"), device)
+    channels_last = card.architecture.dims == 2 and not device.startswith("cuda")
+    if channels_last:  # oneDNN's fast layout for 2D convolutions on CPUs
+        net = net.to(memory_format=torch.channels_last)
     model = session.prepare(net)
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     loss_fn = make_loss(**s["loss"])
@@ -223,10 +246,14 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
                 g["lr"] = lr
             xb, yb = augment_batch(batch.x, batch.y, aug_rng, aug, image_channels)
             x = torch.from_numpy(xb).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(yb).to(device)
             t2 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach())
@@ -246,6 +273,7 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
             "train_seconds": train_seconds,
             "samples_per_second": steps * s["batch_size"] * world / max(red[2] / world, 1e-9),
             "data_fraction": t_data / max(train_seconds, 1e-9),
+            "precision": precision,
             **{f"val_{key}": v for key, v in val.items()},
         }
         history.append(row)
@@ -287,6 +315,7 @@ def _finish(config: dict[str, Any], card: ModelCard, net: Any, model: Any, view:
         epochs=len(history), chosen_epoch=chosen, keep=s["keep"],
         seconds=round(sum(r["seconds"] for r in history), 1),
         samples_per_second=round(float(np.mean([r["samples_per_second"] for r in history])), 2),
+        precision=history[-1].get("precision", "fp32"),
     )
     out = card.model_copy(update={"metrics": {**card.metrics, "val": val}, "training": training})
     save_model(paths["model"], net, out)
