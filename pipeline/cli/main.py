@@ -33,6 +33,7 @@ COMMANDS: list[str] = [
     "synth",
     "train",
     "segment",
+    "models",
     "mesh",
     "measure",
     "baseline",

@@ -278,6 +278,12 @@ def finalize(
         "families": {f: fams.count(f) for f in sorted(set(fams))},
         "splits": {s: list(splits).count(s) for s in sorted(set(splits))},
     }
+    shine = np.array([r["shine_through"] for r in records if r.get("shine_through") is not None], dtype=np.float64)
+    if shine.size:
+        # share of pore voxels brighter than the slice's Otsu threshold (see pipeline.synth.stats)
+        achieved["shine_through"] = {"mean": float(shine.mean()), "min": float(shine.min()), "max": float(shine.max()),
+                                     "samples_at_least_0.4": int((shine >= 0.4).sum()),
+                                     "fraction_at_least_0.4": float((shine >= 0.4).mean())}
     full = {**dict(card), "achieved": {**dict(card.get("achieved", {})), **achieved}}
     fig = figures_dir(path)
     fig.mkdir(parents=True, exist_ok=True)

@@ -226,6 +226,9 @@ def make_sample(store: str, plan: Mapping[str, Any], source: str | None = None) 
         record["render"] = dict(res.params)
         record["render_seed"] = int(plan["render"]["seed"])
         record["render_backend"] = str(plan["render"].get("backend", "builtin"))
+        from pipeline.synth.stats import shine_through_share
+
+        record["shine_through"] = round(shine_through_share(image, labels), 4)
     t2 = time.perf_counter()
     record["seconds_structure"] = round(t1 - t0, 4)
     record["seconds_render"] = round(t2 - t1, 4)

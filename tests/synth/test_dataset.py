@@ -128,3 +128,17 @@ def test_splits_rule() -> None:
     assert s == assign_splits(100, 1) and s != assign_splits(100, 2)
     assert sorted(assign_splits(3, 0)) == ["test", "train", "val"]
     assert assign_splits(5, 0, {"train": 1.0}) == ["train"] * 5
+
+
+def test_shine_through_share_counts_bright_pore_voxels() -> None:
+    import numpy as np
+
+    from pipeline.synth.stats import shine_through_share
+
+    labels = np.zeros((2, 10, 10), np.uint8)
+    labels[:, :, :5] = 1
+    image = np.where(labels == 1, 20, 200).astype(np.uint8)
+    assert shine_through_share(image, labels) == 0.0
+    image[:, :5, :5] = 190  # half the pore shows bright material behind it
+    assert abs(shine_through_share(image, labels) - 0.5) < 1e-9
+    assert shine_through_share(image, np.zeros_like(labels)) == 0.0
