@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the network runs (cuda: one local worker)")
+    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="what runs the network: ONNX Runtime on CPUs where installed (auto), or torch")
     p.set_defaults(func=_run)
 
 
@@ -96,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         mem = worker_memory(client)
         opts = SegmentOptions(model=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                               threshold=args.threshold, preprocess=args.preprocess, device=args.device,
-                              threads=threads_per_task(client),
+                              threads=threads_per_task(client), runtime=args.runtime,
                               budget_bytes=DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5))))
         seg = segment_volume(vol, opts, where=args.input)
         warn = check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm"))  # type: ignore[arg-type]

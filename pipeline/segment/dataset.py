@@ -48,7 +48,7 @@ def dataset_of(path: str | os.PathLike[str]) -> Path:
 
 
 def _segment_sample(i: int, *, dataset: str, probability: str | None, prob_row: int | None, folder: str, card_json: dict,
-                    tta: bool, threshold: float, threads: int | None, device: str) -> np.ndarray:
+                    tta: bool, threshold: float, threads: int | None, device: str, runtime: str = "auto") -> np.ndarray:
     import zarr
 
     from pipeline.segment.infer import predict_volume
@@ -59,14 +59,15 @@ def _segment_sample(i: int, *, dataset: str, probability: str | None, prob_row: 
     if card.input.kind == "volume":
         p = np.asarray(zarr.open_array(Path(probability) / "probability", mode="r")[prob_row], dtype=np.float32)  # type: ignore[arg-type]
         img = np.stack([p, img])
-    out = predict_volume(img, folder, card, tta=tta, device=device, threads=threads)
+    out = predict_volume(img, folder, card, tta=tta, device=device, threads=threads, runtime=runtime)
     mask = (out[0] >= threshold).astype(np.float32)
     return np.stack([mask, *out])[:, None]
 
 
 def segment_dataset_lazy(dataset: Path, folder: Path, card: ModelCard, *, rows: Sequence[int],
                          probability: Path | None = None, prob_rows: Sequence[int] | None = None, tta: bool = False,
-                         threshold: float | None = None, threads: int | None = None, device: str = "cpu") -> da.Array:
+                         threshold: float | None = None, threads: int | None = None, device: str = "cpu",
+                         runtime: str = "auto") -> da.Array:
     """(channels, sample, z, y, x) of the chosen dataset samples: mask, probability (and spread), one chunk per sample."""
     import zarr
 
@@ -78,7 +79,7 @@ def segment_dataset_lazy(dataset: Path, folder: Path, card: ModelCard, *, rows: 
         task = dask.delayed(_segment_sample, pure=True)(
             int(i), dataset=str(dataset), probability=None if probability is None else str(probability),
             prob_row=None if prob_rows is None else int(prob_rows[j]), folder=str(folder),
-            card_json=card.model_dump(mode="json"), tta=tta, threshold=thr, threads=threads, device=device,
+            card_json=card.model_dump(mode="json"), tta=tta, threshold=thr, threads=threads, device=device, runtime=runtime,
             dask_key_name=f"segment-sample-{card.weights_sha256[:12]}-{i}")
         parts.append(da.from_delayed(task, shape=(n_out, 1, *shape), dtype=np.float32))
     return da.concatenate(parts, axis=1)

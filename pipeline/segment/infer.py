@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.models.card import ModelCard
 from pipeline.models.inputs import effective_tile
-from pipeline.segment.predictor import cached_predictor
+from pipeline.segment.predictor import cached_predictor, resolve_runtime
 from pipeline.segment.tiling import predict_region
 
 __all__ = ["TilePlan", "plan_tiles", "predict_volume", "predict_dask", "block_chunks", "DEFAULT_BLOCK_BYTES"]
@@ -148,8 +148,8 @@ def _cluster_threads() -> int:
 
 def _predict_block(block: np.ndarray, *, origin: Sequence[int], region: Sequence[slice], shape: Sequence[int],
                    plan: TilePlan, folder: str, sha256: str, tta: bool, device: str, threads: int | None,
-                   batch_size: int, sigma_scale: float) -> np.ndarray:
-    predictor = cached_predictor(folder, sha256, tta=tta, device=device, threads=threads)
+                   batch_size: int, sigma_scale: float, runtime: str = "torch") -> np.ndarray:
+    predictor = cached_predictor(folder, sha256, tta=tta, device=device, threads=threads, runtime=runtime)
     if block.ndim == 3:
         block = block[None]
     return predict_region(
@@ -161,7 +161,7 @@ def _predict_block(block: np.ndarray, *, origin: Sequence[int], region: Sequence
 
 def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: ModelCard, *, tta: bool = False,
                    tile: Sequence[int] | None = None, overlap: float | None = None, batch_size: int | None = None,
-                   device: str = "cpu", threads: int | None = None) -> np.ndarray:
+                   device: str = "cpu", threads: int | None = None, runtime: str = "auto") -> np.ndarray:
     """Pore probability of a whole volume held in memory.
 
     Parameters
@@ -173,6 +173,9 @@ def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: Mode
         The model folder and its ``model.json``.
     tta : bool
         Average over test-time flips; the output then has a second channel, the spread.
+    runtime : {"auto", "torch", "onnx"}
+        What runs the network (auto: ONNX Runtime on CPUs where installed,
+        see :func:`pipeline.segment.predictor.resolve_runtime`).
 
     Returns
     -------
@@ -184,12 +187,13 @@ def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: Mode
     return _predict_block(arr, origin=(0, 0, 0), region=tuple(slice(0, s) for s in shape), shape=shape, plan=plan,
                           folder=str(Path(folder).resolve()), sha256=card.weights_sha256, tta=tta, device=device,
                           threads=threads, batch_size=batch_size or card.inference.batch_size,
-                          sigma_scale=card.inference.sigma_scale)
+                          sigma_scale=card.inference.sigma_scale, runtime=resolve_runtime(runtime, device))
 
 
 def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard, *, tta: bool = False,
                  tile: Sequence[int] | None = None, overlap: float | None = None, batch_size: int | None = None,
-                 device: str = "cpu", threads: int | None = None, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> da.Array:
+                 device: str = "cpu", threads: int | None = None, budget_bytes: int = DEFAULT_BLOCK_BYTES,
+                 runtime: str = "auto") -> da.Array:
     """Pore probability of a dask volume, block by block with a halo (lazy).
 
     Parameters
@@ -226,6 +230,7 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
     starts = [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(int) for c in chunks]
     folder_s = str(Path(folder).resolve())
     batch = batch_size or card.inference.batch_size
+    rt = resolve_runtime(runtime, device)
 
     def run(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         loc = block_info[0]["chunk-location"][1:]  # type: ignore[index]
@@ -233,7 +238,7 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
         origin = [max(0, c.start - depth[a + 1]) for a, c in enumerate(core)]
         return _predict_block(block, origin=origin, region=core, shape=shape, plan=plan, folder=folder_s,
                               sha256=card.weights_sha256, tta=tta, device=device, threads=threads,
-                              batch_size=batch, sigma_scale=card.inference.sigma_scale)
+                              batch_size=batch, sigma_scale=card.inference.sigma_scale, runtime=rt)
 
     return da.map_blocks(run, xo, dtype=np.float32, chunks=((n_out,), *chunks),
                          meta=np.empty((0, 0, 0, 0), dtype=np.float32), name=f"segment-{card.weights_sha256[:12]}")

@@ -1,8 +1,9 @@
 """A loaded model as a NumPy function on tile batches, with optional test-time flips.
 
-One :class:`TorchPredictor` per process and model: :func:`cached_predictor`
-loads a model folder once per worker (keyed by its weights' sha256) and
-reuses it for every task that worker runs.
+:func:`cached_predictor` loads a model folder once per worker (keyed by its
+weights' sha256) and reuses it for every task that worker runs, run by torch
+(:class:`TorchPredictor`, CPU or CUDA) or by ONNX Runtime on CPUs
+(:class:`OnnxPredictor`, from a copy exported once).
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ import itertools
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 
 
 import numpy as np
 
 from pipeline.models.folder import LoadedModel, load_model
 
-__all__ = ["TorchPredictor", "cached_predictor", "flip_sets", "set_torch_threads", "model_loads"]
+__all__ = ["TorchPredictor", "OnnxPredictor", "cached_predictor", "flip_sets", "set_torch_threads", "model_loads",
+           "resolve_runtime"]
 
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 _LOADS = [0]
+_SESSIONS: dict[tuple[str, str, str], Any] = {}
 
 
 def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -36,6 +42,40 @@ def set_torch_threads(n: int | None) -> None:
 
     if n is not None and n >= 1 and torch.get_num_threads() != n:
         torch.set_num_threads(int(n))
+
+
+def _flip_np(x, axes):  # noqa: ANN001, ANN202
+    import numpy as np
+
+    return np.flip(x, axis=[a + 2 for a in axes]) if axes else x
+
+
+class OnnxPredictor:
+    """As :class:`TorchPredictor`, run by ONNX Runtime on CPUs (an exported copy of the model, see
+    :mod:`pipeline.models.onnx`); outputs equal torch's to float rounding."""
+
+    def __init__(self, model: LoadedModel, session: Any, *, tta: bool = False) -> None:
+        self.model = model
+        self.session = session
+        self.slices = model.card.input.kind == "slices"
+        self.flips = flip_sets(model.card.inference.tta_axes) if tta else [()]
+        self.n_out = 2 if tta else 1
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.slices:
+            x = x[:, :, 0]
+        outs = []
+        for axes in self.flips:
+            xi = np.ascontiguousarray(_flip_np(x, axes))
+            logits = self.session.run(None, {"x": xi})[0][:, :1]
+            p = 1.0 / (1.0 + np.exp(-logits.astype(np.float32)))
+            outs.append(_flip_np(p, axes))
+        stack = np.stack(outs)
+        mean = stack.mean(0)
+        res = np.concatenate([mean, stack.std(0)], 1) if self.n_out == 2 else mean
+        res = res.astype(np.float32)
+        return res[:, :, None] if self.slices else res
 
 
 class TorchPredictor:
@@ -82,9 +122,38 @@ class TorchPredictor:
         return out[:, :, None] if self.slices else out
 
 
+def resolve_runtime(runtime: str, device: str) -> str:
+    """``torch`` or ``onnx`` for a setting (``auto``: ONNX Runtime on CPUs where it is installed, else torch)."""
+    from pipeline.models.onnx import onnxruntime_available
+
+    if runtime == "auto":
+        return "onnx" if device == "cpu" and onnxruntime_available() else "torch"
+    if runtime == "onnx" and not onnxruntime_available():
+        from pipeline.errors import UserError
+
+        raise UserError("runtime onnx needs ONNX Runtime (pip install onnxruntime); use runtime torch or auto")
+    return runtime
+
+
+def _onnx_session(model: LoadedModel, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    from pipeline.models.onnx import export_onnx
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads or 0)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(export_onnx(model)), opts, providers=["CPUExecutionProvider"])
+
+
 def cached_predictor(folder: str | os.PathLike[str], sha256: str, *, tta: bool = False, device: str = "cpu",
-                     threads: int | None = None) -> TorchPredictor:
-    """The predictor of the model in ``folder``, its network loaded once per process and ``sha256``."""
+                     threads: int | None = None, runtime: str = "torch") -> TorchPredictor | OnnxPredictor:
+    """The predictor of the model in ``folder``, loaded once per process, ``sha256``, runtime and threads.
+
+    ``runtime`` is ``torch`` or ``onnx`` (:func:`resolve_runtime`); an ONNX
+    session is made from a copy exported once from the weights.
+    """
     set_torch_threads(threads)
     key = (str(folder), sha256, device)
     with _LOCK:
@@ -93,6 +162,12 @@ def cached_predictor(folder: str | os.PathLike[str], sha256: str, *, tta: bool =
             model = load_model(folder, device=device)
             _CACHE[key] = model
             _LOADS[0] += 1
+        if runtime == "onnx":
+            skey = (str(folder), sha256, f"onnx-{threads}")
+            session = _SESSIONS.get(skey)
+            if session is None:
+                session = _SESSIONS[skey] = _onnx_session(model, threads)
+            return OnnxPredictor(model, session, tta=tta)
     return TorchPredictor(model, tta=tta, device=device)
 
 

@@ -43,7 +43,9 @@ class SegmentOptions:
     device : str
         ``"cpu"`` or ``"cuda"``.
     threads : int or None
-        torch threads per task (None: torch's default).
+        torch / ONNX Runtime threads per task (None: their default).
+    runtime : {"auto", "torch", "onnx"}
+        What runs the network (auto: ONNX Runtime on CPUs where installed).
     budget_bytes : int
         Memory for one block.
     """
@@ -58,6 +60,7 @@ class SegmentOptions:
     device: str = "cpu"
     threads: int | None = None
     budget_bytes: int = DEFAULT_BLOCK_BYTES
+    runtime: str = "auto"
 
 
 @dataclass
@@ -156,7 +159,7 @@ def segment_volume(vol: xr.DataArray, opts: SegmentOptions, *, where: str = "inp
     plan = plan_tiles(card, vol.shape, tile=opts.tile, overlap=opts.overlap)
     prob = predict_dask(vol.data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
                         batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
-                        budget_bytes=opts.budget_bytes)
+                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
     data, variables = _outputs(prob, card, opts)
     return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile[1:]), card=card, folder=folder)
 
@@ -186,6 +189,6 @@ def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentO
     plan = plan_tiles(card, image.shape, tile=opts.tile, overlap=opts.overlap)
     prob = predict_dask(stacked, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
                         batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
-                        budget_bytes=opts.budget_bytes)
+                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
     data, variables = _outputs(prob, card, opts)
     return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile), card=card, folder=folder)

@@ -97,3 +97,27 @@ def test_a_distributed_worker_loads_the_model_once(model_factory, tmp_path) -> N
         loads = list(client.run(model_loads).values())
     assert loads == [1]
     np.testing.assert_allclose(res, predict_volume(vol, folder, card), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,shape", [("slices", (5, 40, 48)), ("volume", (2, 20, 24, 28))])
+def test_onnx_runtime_equals_torch(model_factory, kind: str, shape: tuple[int, ...]) -> None:  # noqa: ANN001
+    from pipeline.models.folder import load_model
+    from pipeline.models.onnx import onnx_path
+
+    folder = model_factory(kind, **({"k": 3} if kind == "slices" else {}))
+    card = read_card(folder)
+    vol = _volume(shape, seed=7)
+    torch_out = predict_volume(vol, folder, card, runtime="torch")
+    np.testing.assert_allclose(predict_volume(vol, folder, card, runtime="onnx"), torch_out, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(predict_volume(vol, folder, card, runtime="onnx", tta=True),
+                               predict_volume(vol, folder, card, runtime="torch", tta=True), atol=1e-4, rtol=0)
+    path = onnx_path(load_model(folder))
+    assert path.is_file() and card.weights_sha256[:16] in path.name  # exported once, named by the weights
+
+
+def test_auto_runtime_is_onnx_on_cpus_where_installed() -> None:
+    from pipeline.segment.predictor import resolve_runtime
+
+    assert resolve_runtime("auto", "cpu") == "onnx"
+    assert resolve_runtime("auto", "cuda") == "torch"
+    assert resolve_runtime("torch", "cpu") == "torch"

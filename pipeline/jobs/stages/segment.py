@@ -24,6 +24,8 @@ class Inference(Strict):
     threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Probability from which a voxel is pore; default the model's.")
     preprocess: bool = Field(False, description="Denoise and normalise a raw (integer) volume as the model's training data was.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the network runs (auto: cuda with backend cupy).")
+    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="What runs the network: ONNX Runtime (auto, on CPUs "
+                                                      "where installed; exported once from the weights) or torch.")
     splits: list[str] | None = Field(None, description="A dataset input: the splits whose samples are segmented (default all).")
 
 
@@ -46,7 +48,7 @@ def options(ctx: StageContext, cfg: Inference, *, task: str) -> Any:
     budget = DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5)))
     return SegmentOptions(model=model_ref(ctx, cfg.model, task=task), tta=cfg.tta, tile=cfg.tile, overlap=cfg.overlap,
                           batch_size=cfg.batch_size, threshold=cfg.threshold, preprocess=cfg.preprocess, device=device,
-                          threads=threads_per_task(client), budget_bytes=budget)
+                          threads=threads_per_task(client), budget_bytes=budget, runtime=cfg.runtime)
 
 
 def write_dataset_segmentation(ctx: StageContext, cfg: Inference, opts: Any, dataset: Path, *, task: str,
@@ -88,7 +90,8 @@ def write_dataset_segmentation(ctx: StageContext, cfg: Inference, opts: Any, dat
             shutil.rmtree(markers)
         targets = create_dataset_output(out, dataset, rows, variables, attrs=attrs)
     data = segment_dataset_lazy(dataset, folder, card, rows=rows, probability=probability, prob_rows=prob_rows,
-                                tta=opts.tta, threshold=opts.threshold, threads=opts.threads, device=opts.device)
+                                tta=opts.tta, threshold=opts.threshold, threads=opts.threads, device=opts.device,
+                                runtime=opts.runtime)
     first = targets["mask"]
     computed = store_blocks(data, [targets[n] for n in variables], markers=markers, progress=f"{ctx.name}: samples",
                             block_shape=(1, *first.shape[1:]))
