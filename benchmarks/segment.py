@@ -148,16 +148,19 @@ def bench_training(tmp: Path, dataset: Path | None) -> None:
         build_dataset(dataset, plans, seed=5, executor="local", splits={"train": 0.75, "val": 0.25}, figures=False)
     rates = {}
     cores = len(os.sched_getaffinity(0))
+    layouts = [(1, 1), (1, cores), (2, max(1, cores // 2))]
     with ray_session(num_cpus=cores):
-        for n in (1, 2):
+        for n, cpus in layouts:
             s = Train2DSettings(slices=3, patch=(128, 128), tile=(128, 128), epochs=2, steps_per_epoch=20, batch_size=8,
                                 val_slices=2, val_samples=1, net={"features": 16, "depth": 4},
-                                workers={"executor": "ray", "num_workers": n, "cpus_per_worker": max(1, cores // n)})
-            r = train_model(s, root=tmp / f"train{n}", dataset=dataset, seed=0, stage_hash=f"b{n}", name=f"b{n}")
-            rates[n] = r.history[-1]["samples_per_second"]
-            print(f"training: {n} Ray worker(s) x {max(1, cores // n)} CPU: {rates[n]:.2f} samples/s (128 x 128 x 3 patches, "
-                  f"data loading {100 * r.history[-1]['data_fraction']:.0f} % of the step time)")
-    print(f"  2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+                                workers={"executor": "ray", "num_workers": n, "cpus_per_worker": cpus})
+            r = train_model(s, root=tmp / f"train{n}x{cpus}", dataset=dataset, seed=0, stage_hash=f"b{n}x{cpus}", name=f"b{n}")
+            rates[(n, cpus)] = r.history[-1]["samples_per_second"]
+            print(f"training: {n} Ray worker(s) x {cpus} CPU: {rates[(n, cpus)]:.2f} samples/s (128 x 128 x 3 patches, "
+                  f"{r.history[-1]['precision']}, data loading {100 * r.history[-1]['data_fraction']:.0f} % of the step time)")
+    two = rates[layouts[2]]
+    print(f"  2 workers x {layouts[2][1]} CPU against 1 worker x 1 CPU: {two / rates[(1, 1)]:.2f}x; "
+          f"against 1 worker x {cores} CPUs (torch threads): {two / rates[(1, cores)]:.2f}x")
 
 
 def bench_accuracy() -> None:
