@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=float, default=None, metavar="F", help="tile overlap in [0, 1) (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help="tiles per forward pass (default: the model's)")
     p.add_argument("--threshold", type=float, default=None, metavar="P", help="pore probability from which a voxel is pore")
+    p.add_argument("--resample", action="store_true",
+                   help="segment at the voxel size the model was trained at (linear resampling there and back)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.zarr if it exists")
     p.add_argument("--workers", type=int, default=None, help="local Dask workers (default: one per core)")
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
@@ -98,10 +100,10 @@ def _run(args: argparse.Namespace) -> int:
         mem = worker_memory(client)
         opts = SegmentOptions(model=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                               threshold=args.threshold, preprocess=args.preprocess, device=args.device,
-                              threads=threads_per_task(client), runtime=args.runtime,
+                              threads=threads_per_task(client), runtime=args.runtime, resample=args.resample,
                               budget_bytes=DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5))))
         seg = segment_volume(vol, opts, where=args.input)
-        warn = check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm"))  # type: ignore[arg-type]
+        warn = None if args.resample else check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm"))  # type: ignore[arg-type]
         if warn:
             print(f"porelab segment: warning: {warn}", file=sys.stderr)
         variables = dict(seg.variables)

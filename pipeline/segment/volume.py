@@ -46,6 +46,9 @@ class SegmentOptions:
         torch / ONNX Runtime threads per task (None: their default).
     runtime : {"auto", "torch", "onnx"}
         What runs the network (auto: ONNX Runtime on CPUs where installed).
+    resample : bool
+        Segment at the voxel size the model was trained at (linear
+        resampling there and back, :mod:`pipeline.segment.resample`).
     budget_bytes : int
         Memory for one block.
     """
@@ -61,6 +64,7 @@ class SegmentOptions:
     threads: int | None = None
     budget_bytes: int = DEFAULT_BLOCK_BYTES
     runtime: str = "auto"
+    resample: bool = False
 
 
 @dataclass
@@ -82,8 +86,8 @@ def check_voxel_size(card: ModelCard, voxel_size_nm: Any, *, factor: float = 2.0
     lo, hi = np.asarray(rng["min"], float), np.asarray(rng["max"], float)
     vs = np.asarray(voxel_size_nm, float)
     if np.any(vs < lo / factor) or np.any(vs > hi * factor):
-        return (f"voxel size {list(map(float, vs))} nm is far from the {lo.tolist()}-{hi.tolist()} nm the model "
-                f"{card.name!r} was trained on; resample the stack to that range (porelab ingest --resample) for reliable results")
+        return (f"voxel size {list(map(float, vs))} nm is far from the {lo.tolist()}-{hi.tolist()} nm (z, y, x) the model "
+                f"{card.name!r} was trained on; pass --resample (resample: true in a job) to segment at that size")
     return None
 
 
@@ -119,6 +123,25 @@ def load_for(opts: SegmentOptions, task: str) -> tuple[Path, ModelCard]:
     return folder, card
 
 
+def _predict(inputs: list[xr.DataArray], folder: Path, card: ModelCard, opts: SegmentOptions) -> da.Array:
+    """(outputs, z, y, x) probabilities of a model over stacked ``inputs`` (channels), on the inputs' grid."""
+    from pipeline.segment.resample import resample_like, resample_volume, training_voxel_size
+
+    grid = inputs[0]
+    if opts.resample and card.input.voxel_size_nm:
+        target = training_voxel_size(card.input.voxel_size_nm)
+        inputs = [resample_volume(v.astype(np.float32), target) for v in inputs]
+    data = inputs[0].data if len(inputs) == 1 else da.stack([v.data.astype(np.float32) for v in inputs])
+    prob = predict_dask(data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
+                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
+                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
+    if inputs[0] is grid:
+        return prob
+    back = [resample_like(xr.DataArray(prob[i], dims=grid.dims, coords=inputs[0].coords, attrs=inputs[0].attrs), grid).data
+            for i in range(prob.shape[0])]
+    return da.clip(da.stack(back), 0.0, 1.0).astype(np.float32)
+
+
 def _outputs(prob: da.Array, card: ModelCard, opts: SegmentOptions) -> tuple[da.Array, dict[str, Any]]:
     thr = card.inference.threshold if opts.threshold is None else float(opts.threshold)
     mask = (prob[0] >= np.float32(thr)).astype(np.float32)
@@ -135,7 +158,7 @@ def _attrs(card: ModelCard, folder: Path, opts: SegmentOptions, plan_tile: Any) 
         "model": {"name": card.name, "folder": str(folder), "weights_sha256": card.weights_sha256, "task": card.task},
         "inference": {"tile": list(plan_tile), "overlap": card.inference.overlap if opts.overlap is None else opts.overlap,
                       "threshold": card.inference.threshold if opts.threshold is None else opts.threshold,
-                      "tta": opts.tta},
+                      "tta": opts.tta, "resampled": bool(opts.resample and card.input.voxel_size_nm)},
     }
 
 
@@ -157,9 +180,7 @@ def segment_volume(vol: xr.DataArray, opts: SegmentOptions, *, where: str = "inp
         raise UserError(f"{where}: has {vol.shape[0]} slice(s); the model {card.name!r} reads {k} neighbouring slices, "
                         f"so it needs at least {k}")
     plan = plan_tiles(card, vol.shape, tile=opts.tile, overlap=opts.overlap)
-    prob = predict_dask(vol.data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
-                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
-                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
+    prob = _predict([vol], folder, card, opts)
     data, variables = _outputs(prob, card, opts)
     return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile[1:]), card=card, folder=folder)
 
@@ -185,10 +206,7 @@ def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentO
         raise UserError(f"{image_where}: has shape {list(image.shape)}; the probability {list(probability.shape)}")
     if min(image.shape) < 2:
         raise UserError(f"{image_where}: has shape {list(image.shape)}; a 3D refinement needs at least 2 voxels along every axis")
-    stacked = da.stack([probability.data.astype(np.float32), image.data.astype(np.float32)])
     plan = plan_tiles(card, image.shape, tile=opts.tile, overlap=opts.overlap)
-    prob = predict_dask(stacked, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
-                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
-                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
+    prob = _predict([probability, image], folder, card, opts)
     data, variables = _outputs(prob, card, opts)
     return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile), card=card, folder=folder)

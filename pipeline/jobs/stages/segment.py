@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,6 +13,8 @@ from pipeline.jobs.base import StageConfig, StageOutput, Strict
 from pipeline.jobs.context import StageContext
 
 __all__ = ["Config", "Inference", "run", "options", "write_dataset_segmentation"]
+
+log = logging.getLogger("porelab.segment")
 
 
 class Inference(Strict):
@@ -26,6 +30,7 @@ class Inference(Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the network runs (auto: cuda with backend cupy).")
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="What runs the network: ONNX Runtime (auto, on CPUs "
                                                       "where installed; exported once from the weights) or torch.")
+    resample: bool = Field(False, description="Segment at the voxel size the model was trained at (linear resampling there and back).")
     splits: list[str] | None = Field(None, description="A dataset input: the splits whose samples are segmented (default all).")
 
 
@@ -48,7 +53,8 @@ def options(ctx: StageContext, cfg: Inference, *, task: str) -> Any:
     budget = DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5)))
     return SegmentOptions(model=model_ref(ctx, cfg.model, task=task), tta=cfg.tta, tile=cfg.tile, overlap=cfg.overlap,
                           batch_size=cfg.batch_size, threshold=cfg.threshold, preprocess=cfg.preprocess, device=device,
-                          threads=threads_per_task(client), budget_bytes=budget, runtime=cfg.runtime)
+                          threads=threads_per_task(client), budget_bytes=budget, runtime=cfg.runtime,
+                          resample=cfg.resample)
 
 
 def write_dataset_segmentation(ctx: StageContext, cfg: Inference, opts: Any, dataset: Path, *, task: str,
@@ -104,7 +110,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     and with ``tta`` ``uncertainty``; from a dataset input, the same per sample."""
     from pipeline.io.volume import as_volume, open_volume, voxel_size_of
     from pipeline.segment.dataset import is_dataset_store
-    from pipeline.segment.volume import segment_volume
+    from pipeline.segment.volume import check_voxel_size, segment_volume
 
     src = ctx.require_input("a preprocessed grey volume or a synthetic dataset")
     opts = options(ctx, cfg, task="segment")
@@ -112,6 +118,10 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         return write_dataset_segmentation(ctx, cfg, opts, Path(src), task="segment")
     vol = open_volume(src)
     seg = segment_volume(vol, opts, where=str(src))
+    warn = check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm")) if not cfg.resample else None  # type: ignore[arg-type]
+    if warn:
+        log.warning("stage %s: %s", ctx.name, warn)
+        print(f"[{ctx.name}] warning: {warn}", file=sys.stderr)
     template = as_volume(vol.data, voxel_size_of(vol), name="mask",
                          attrs={**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(src)})
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
