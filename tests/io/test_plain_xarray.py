@@ -91,3 +91,17 @@ def test_job_stage_stores(tmp_path: Path) -> None:
     _, da_two = _open_plain(two)
     assert da_one is not None and da_one.attrs["provenance"]["parameters"] == {"a": 1}
     assert da_two is not None and da_two.attrs["mean"] == pytest.approx(data.mean())
+
+
+def test_segmentation_stores_open_with_every_variable(tmp_path: Path) -> None:
+    """A store of several volumes (a segmentation: mask, probability) opens silently; porelab opens its mask."""
+    from pipeline.io.volume import create_group_store
+
+    grey = as_volume(np.zeros((4, 8, 8), np.float32), (10.0, 5.0, 5.0), name="mask")
+    arrays = create_group_store(tmp_path / "s.zarr", grey, {"mask": np.uint8, "probability": np.float16})
+    arrays["mask"][...] = 1
+    arrays["probability"][...] = 0.75
+    ds, _ = _open_plain(tmp_path / "s.zarr")
+    assert set(ds.data_vars) == {"mask", "probability"} and ds.attrs["primary_variable"] == "mask"
+    assert float(ds["probability"].values.mean()) == 0.75
+    assert open_volume(tmp_path / "s.zarr").name == "mask"
