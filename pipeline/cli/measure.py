@@ -49,9 +49,9 @@ def _run(args: argparse.Namespace) -> int:
     vol = open_volume(args.input)
     if vol.dtype.kind not in "biu":
         raise UserError(f"{args.input}: holds {vol.dtype} values; expected integer labels (1 = pore, 0 = solid)")
-    probability = None
-    if (Path(args.input) / "probability").is_dir():  # a segmentation store: its mask is measured, its probability gives CE
-        probability = open_volume(args.input, "probability")
+    from pipeline.io.stores import probability_of
+
+    probability = probability_of(args.input)  # a segmentation store: its mask is measured, its probability gives CE
     truth = None
     if args.truth:
         truth = open_volume(args.truth)

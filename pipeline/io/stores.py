@@ -10,7 +10,7 @@ import xarray as xr
 from pipeline.errors import UserError
 from pipeline.io.volume import DIMS, as_volume, check_voxel_size
 
-__all__ = ["is_zarr_store", "volume_from_store"]
+__all__ = ["is_zarr_store", "volume_from_store", "probability_of"]
 
 
 def is_zarr_store(path: str | os.PathLike[str]) -> bool:
@@ -72,3 +72,19 @@ def volume_from_store(
     if sample is not None:
         attrs["source_sample"] = int(sample)
     return as_volume(var.data, voxel, name=variable if variable != "image" else "image", attrs=attrs)
+
+
+def probability_of(path: str | os.PathLike[str]) -> xr.DataArray | None:
+    """The pore probability a segmentation store holds beside its mask, or in the separate store it names; else None."""
+    from pipeline.io.volume import open_volume
+
+    p = Path(path)
+    if (p / "probability").is_dir():
+        return open_volume(p, "probability")
+    try:
+        other = open_volume(p).attrs.get("probability_store")
+    except UserError:
+        return None
+    if other and (Path(other) / "probability").is_dir():
+        return open_volume(other, "probability")
+    return None

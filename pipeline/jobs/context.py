@@ -129,21 +129,39 @@ class StageContext:
         params: dict[str, Any] | None = None,
         chunks: Sequence[int] | None = None,
         progress: str | None = None,
+        elsewhere: dict[str, str] | None = None,
     ) -> Path:
-        """Write several volumes computed together into one store, resumably.
+        """Write several volumes computed together, resumably; return the main store.
 
         ``data`` has a leading axis of one channel per entry of ``variables``
-        (name -> on-disk dtype; the first is the store's primary variable,
-        the one :func:`pipeline.io.volume.open_volume` opens by default).
-        ``template`` gives coordinates and attrs. Each block computes all
-        channels once and writes each into its variable.
+        (name -> on-disk dtype, in channel order). They go into ``filename``
+        (its first variable is the store's primary one, the one
+        :func:`pipeline.io.volume.open_volume` opens by default), except those
+        that ``elsewhere`` sends to another store of the run folder
+        (variable -> filename). ``template`` gives coordinates and attrs. Each
+        block computes all channels once and writes each into its variable;
+        one set of done markers covers them all.
         """
+        import zarr
+
         from pipeline.engine.blocks import store_blocks
+        from pipeline.io.volume import create_group_store, provenance
 
         self.dask()
+        elsewhere = dict(elsewhere or {})
         path = self.path(filename)
+        reuse = (self.work_dir / f"{filename}.blocks-{self.stage_hash[:12]}").exists() and path.exists()
+        main = {n: d for n, d in variables.items() if n not in elsewhere}
         targets, markers = self._open_target(template, filename, "blocks", params=params, chunks=chunks, dtype=None,
-                                             variables=variables)
+                                             variables=main)
+        for other in dict.fromkeys(elsewhere.values()):
+            names = {n: variables[n] for n, f in elsewhere.items() if f == other}
+            opath = self.path(other)
+            if reuse and opath.exists():
+                targets.update({n: zarr.open_array(opath / n, mode="r+") for n in names})
+            else:
+                attrs = {**template.attrs, "provenance": provenance(self.name, params, job_hash=self.job_hash)}
+                targets.update(create_group_store(opath, template.assign_attrs(attrs), names, chunks=chunks or self.chunks))
         computed = store_blocks(data, [targets[n] for n in variables], markers=markers,
                                 progress=progress or f"{self.name}: {filename}")
         self.blocks_computed[filename] = computed

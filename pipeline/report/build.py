@@ -279,21 +279,24 @@ def _sec_training(run: _Run) -> str:
 
 
 def _sec_segmentation(run: _Run) -> str:
+    from pipeline.io.stores import probability_of
     from pipeline.io.volume import open_volume
 
     body = ""
     for st in run.of_kind("segment", "refine"):
         out = st.get("output")
-        if not out or not (Path(out) / "probability").is_dir():
-            continue
         try:
-            prob = open_volume(out, "probability")
+            prob = probability_of(out) if out else None
         except Exception:  # noqa: BLE001 - a segmentation of a dataset has samples; it is not drawn here
+            continue
+        if prob is None:
             continue
         z = prob.shape[0] // 2
         panels = {"pore probability": np.asarray(prob.data[z].compute(), dtype=np.float32)}
-        if (Path(out) / "uncertainty").is_dir():
-            panels["uncertainty (spread over flips)"] = np.asarray(open_volume(out, "uncertainty").data[z].compute(), np.float32)
+        for where in (Path(out), Path(str(prob.attrs.get("probability_store") or out))):
+            if (where / "uncertainty").is_dir():
+                panels["uncertainty (spread over flips)"] = np.asarray(open_volume(where, "uncertainty").data[z].compute(), np.float32)
+                break
         image = prob.attrs.get("image_store")
         grey = None
         if image and Path(image).exists():

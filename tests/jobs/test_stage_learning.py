@@ -37,7 +37,8 @@ def _job(tmp: Path, **changes: object) -> Path:
             {"stage": "preprocess", "input": "image"},
             {"stage": "segment", "model": "train2d", "tta": True},
             {"stage": "refine", "model": "train3d"},
-            {"stage": "analyze", "truth": "truth", "tortuosity": False},
+            {"stage": "refine", "name": "mask", "input": "segment", "model": "train3d", "probability_store": "probability"},
+            {"stage": "analyze", "input": "refine", "truth": "truth", "tortuosity": False},
         ],
     }
     spec.update(changes)
@@ -100,6 +101,16 @@ def test_a_volume_is_segmented_and_refined_with_mask_first(run: Path) -> None:
     ref = open_volume(run / "refine.zarr")
     assert ref.name == "mask" and ref.attrs["model"]["task"] == "refine"
     assert ref.attrs["image_store"].endswith("preprocess.zarr")
+
+
+def test_the_probability_can_go_to_its_own_store(run: Path) -> None:
+    mask = open_volume(run / "mask.zarr")
+    assert {p.name for p in (run / "mask.zarr").iterdir() if (p / "zarr.json").is_file()} >= {"mask"}
+    assert not (run / "mask.zarr" / "probability").exists()
+    prob = open_volume(run / "probability.zarr", "probability")
+    assert prob.shape == mask.shape and mask.attrs["probability_store"].endswith("probability.zarr")
+    assert np.array_equal(mask.values, (prob.values >= 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(mask.values, open_volume(run / "refine.zarr").values)
 
 
 def test_analyze_of_a_segmentation_reports_ce(run: Path) -> None:

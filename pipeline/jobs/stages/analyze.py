@@ -88,7 +88,9 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         if truth.shape != vol.shape:
             raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
     src = ctx.require_input("a label volume")
-    probability = open_volume(src, "probability") if (src / "probability").is_dir() else None
+    from pipeline.io.stores import probability_of
+
+    probability = probability_of(src)
     try:
         m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
                     thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None, probability=probability)

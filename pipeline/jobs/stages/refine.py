@@ -9,7 +9,7 @@ from pydantic import Field
 
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
-from pipeline.jobs.stages.segment import Inference, options, write_dataset_segmentation
+from pipeline.jobs.stages.segment import Inference, elsewhere, options, write_dataset_segmentation
 
 __all__ = ["Config", "run"]
 
@@ -33,7 +33,11 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     opts = options(ctx, cfg, task="refine")
     if is_dataset_store(src):
         return write_dataset_segmentation(ctx, cfg, opts, dataset_of(src), task="refine", probability=Path(src))
-    prob = open_volume(src, "probability") if (Path(src) / "probability").exists() else open_volume(src)
+    from pipeline.io.stores import probability_of
+
+    prob = probability_of(src)
+    if prob is None:
+        raise UserError(f"stage {ctx.name!r}: {src} holds no pore probability; refine reads a segment stage's output")
     if cfg.image is not None:
         image_path = ctx.resolve_store(cfg.image)
     elif prob.attrs.get("image_store"):
@@ -44,8 +48,10 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     seg = refine_volume(prob, image, opts, where=str(src), image_where=str(image_path))
     template = as_volume(image.data, voxel_size_of(image), name="mask",
                          attrs={**{k: v for k, v in image.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs,
-                                "image_store": str(image_path), "probability_2d_store": str(src)})
-    path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
+                                "image_store": str(image_path), "probability_2d_store": str(src),
+                                **({"probability_store": str(ctx.path(f"{cfg.probability_store}.zarr"))} if cfg.probability_store else {})})
+    path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"),
+                             elsewhere=elsewhere(cfg, seg.variables))
     porosity = float(open_volume(path).data.mean().compute())
     return StageOutput(path=path, metrics={"porosity": porosity, "model": seg.attrs["model"]["name"],
                                           "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0)})

@@ -12,7 +12,7 @@ from pydantic import Field
 from pipeline.jobs.base import StageConfig, StageOutput, Strict
 from pipeline.jobs.context import StageContext
 
-__all__ = ["Config", "Inference", "run", "options", "write_dataset_segmentation"]
+__all__ = ["Config", "Inference", "run", "options", "write_dataset_segmentation", "elsewhere"]
 
 log = logging.getLogger("porelab.segment")
 
@@ -31,6 +31,9 @@ class Inference(Strict):
     runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="What runs the network: ONNX Runtime (auto, on CPUs "
                                                       "where installed; exported once from the weights) or torch.")
     resample: bool = Field(False, description="Segment at the voxel size the model was trained at (linear resampling there and back).")
+    probability_store: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                                          description="Write the probability (and uncertainty) into this separate store "
+                                          "of the run folder (e.g. 'probability' for probability.zarr) instead of beside the mask.")
     splits: list[str] | None = Field(None, description="A dataset input: the splits whose samples are segmented (default all).")
 
 
@@ -38,6 +41,13 @@ class Config(StageConfig, Inference):
     """Segment the previous stage's grey volume (or a synthetic dataset's samples) with a 2D / 2.5D model."""
 
     stage: Literal["segment"] = "segment"
+
+
+def elsewhere(cfg: Inference, variables: dict[str, Any]) -> dict[str, str]:
+    """Variables that go to the separate ``probability_store``, if the stage names one."""
+    if cfg.probability_store is None:
+        return {}
+    return {n: f"{cfg.probability_store}.zarr" for n in variables if n != "mask"}
 
 
 def options(ctx: StageContext, cfg: Inference, *, task: str) -> Any:
@@ -123,8 +133,10 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         log.warning("stage %s: %s", ctx.name, warn)
         print(f"[{ctx.name}] warning: {warn}", file=sys.stderr)
     template = as_volume(vol.data, voxel_size_of(vol), name="mask",
-                         attrs={**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(src)})
-    path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"))
+                         attrs={**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(src),
+                                **({"probability_store": str(ctx.path(f"{cfg.probability_store}.zarr"))} if cfg.probability_store else {})})
+    path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"),
+                             elsewhere=elsewhere(cfg, seg.variables))
     written = open_volume(path)
     porosity = float(written.data.mean().compute())
     return StageOutput(path=path, metrics={"porosity": porosity, "model": seg.attrs["model"]["name"],
