@@ -10,7 +10,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["truth_metrics", "laplacian_smoothness", "cross_entropy"]
+__all__ = ["truth_metrics", "laplacian_smoothness", "cross_entropy", "align_truth"]
 
 #: Probabilities are clipped to [EPS, 1 - EPS] in the cross-entropy (float16 stores resolve about 5e-4 near 1).
 EPS = 1e-4
@@ -28,6 +28,32 @@ def laplacian_smoothness(labels: Any, *, phase: int = 1) -> float:
         return float("nan")
     lap = a[:-2] - 2 * a[1:-1] + a[2:]
     return float(da.abs(lap).mean().compute())
+
+
+def align_truth(truth: Any, labels: Any) -> Any:
+    """``truth`` (an xarray volume) on the voxels of ``labels``, matched by coordinates (nm).
+
+    A segmentation in the corrected geometry (tilt stretched, ROI cropped)
+    is compared with a reference by where its voxels are: each voxel takes
+    the reference voxel nearest to its centre. Equal shapes are taken as they are.
+
+    Raises
+    ------
+    ValueError
+        When a voxel of ``labels`` lies more than half a reference voxel outside the reference.
+    """
+    if tuple(truth.shape) == tuple(labels.shape):
+        return truth
+    out = truth
+    for dim in ("z", "y", "x"):
+        tc, lc = np.asarray(truth[dim].values, float), np.asarray(labels[dim].values, float)
+        step = float(np.median(np.diff(tc))) if tc.size > 1 else 1.0
+        if lc.min() < tc.min() - step / 2 - 1e-6 or lc.max() > tc.max() + step / 2 + 1e-6:
+            raise ValueError(f"the reference covers {dim} {tc.min():.1f}..{tc.max():.1f} nm, the labels "
+                             f"{lc.min():.1f}..{lc.max():.1f} nm; expected the reference to cover the labels")
+        idx = np.clip(np.rint((lc - tc[0]) / step).astype(int), 0, tc.size - 1)
+        out = out.isel({dim: idx})
+    return out.assign_coords({d: labels[d] for d in ("z", "y", "x")})
 
 
 def cross_entropy(probability: Any, truth: Any, *, phase: int = 1) -> float:

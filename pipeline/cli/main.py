@@ -20,6 +20,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 
 #: verb modules, in the order ``porelab --help`` lists them.
 COMMANDS: list[str] = [
+    "analyze",
     "ingest",
     "info",
     "validate",

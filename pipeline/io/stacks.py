@@ -88,6 +88,8 @@ class StackSource:
         stop = max(start, min(stop, self.shape[0]))
         if self.kind == "npy":
             arr = np.load(self.path, mmap_mode="r")
+            if arr.ndim == 2:  # one slice
+                arr = arr[None]
             return np.array(arr[start:stop], copy=True)
         if self.kind == "tiff":
             return self._read_tiff(start, stop)
@@ -199,18 +201,18 @@ def _open_npy(path: Path) -> StackSource:
         arr = np.load(path, mmap_mode="r")
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: cannot be read as a .npy array ({exc.__class__.__name__}: {exc})") from None
-    if arr.ndim == 2:
-        raise UserError(f"{path}: holds a 2D array of shape {arr.shape}; expected a 3D stack (z, y, x)")
-    if arr.ndim != 3:
-        raise UserError(f"{path}: holds an array of shape {arr.shape}; expected a 3D stack (z, y, x)")
-    return StackSource(path, "npy", tuple(int(s) for s in arr.shape), _check_dtype(arr.dtype, path))  # type: ignore[arg-type]
+    if arr.ndim not in (2, 3):
+        raise UserError(f"{path}: holds an array of shape {arr.shape}; expected a 3D stack (z, y, x) or one 2D slice")
+    shape = tuple(int(s) for s in arr.shape)
+    return StackSource(path, "npy", shape if arr.ndim == 3 else (1, *shape), _check_dtype(arr.dtype, path))  # type: ignore[arg-type]
 
 
-def _open_folder(path: Path) -> StackSource:
-    files = sorted(
-        (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".")),
-        key=lambda p: natural_key(p.name),
-    )
+def _open_folder(path: Path, files: list[Path] | None = None) -> StackSource:
+    if files is None:
+        files = sorted(
+            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SLICE_SUFFIXES and not p.name.startswith(".")),
+            key=lambda p: natural_key(p.name),
+        )
     if not files:
         raise UserError(f"{path}: holds no slices; expected .tif, .tiff or .png files")
     suffixes = {p.suffix.lower() in _TIFF for p in files}
@@ -244,7 +246,8 @@ def open_stack(path: str | os.PathLike[str]) -> StackSource:
     ----------
     path : path
         A multi-page TIFF (``.tif``/``.tiff``), a ``.npy`` file, or a folder of
-        TIFF or PNG slices (sorted in natural order: ``slice_2`` before ``slice_10``).
+        TIFF or PNG slices (sorted in natural order: ``slice_2`` before ``slice_10``);
+        a single image (one-page TIFF, PNG, 2D ``.npy``) is a stack of one slice.
 
     Raises
     ------
@@ -262,4 +265,6 @@ def open_stack(path: str | os.PathLike[str]) -> StackSource:
         return _open_tiff(p)
     if suffix == ".npy":
         return _open_npy(p)
-    raise UserError(f"{p}: has suffix {suffix!r}; expected .tif, .tiff, .npy or a folder of slices")
+    if suffix == ".png":
+        return _open_folder(p.parent, files=[p])
+    raise UserError(f"{p}: has suffix {suffix!r}; expected .tif, .tiff, .png, .npy or a folder of slices")

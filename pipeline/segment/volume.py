@@ -176,7 +176,11 @@ def segment_volume(vol: xr.DataArray, opts: SegmentOptions, *, where: str = "inp
     folder, card = load_for(opts, "segment")
     vol = _grey_input(vol, card, opts, where)
     k = card.input.slices
-    if vol.shape[0] < k:
+    div = card.input.divisor
+    if min(vol.shape[1:]) < div:
+        raise UserError(f"{where}: has slices of {vol.shape[1]} x {vol.shape[2]} pixels; the model {card.name!r} needs at least "
+                        f"{div} x {div}")
+    if 1 < vol.shape[0] < k:  # one slice (a 2D image) is its own neighbour: segmented as one slice
         raise UserError(f"{where}: has {vol.shape[0]} slice(s); the model {card.name!r} reads {k} neighbouring slices, "
                         f"so it needs at least {k}")
     plan = plan_tiles(card, vol.shape, tile=opts.tile, overlap=opts.overlap)

@@ -29,6 +29,7 @@ class Config(StageConfig):
     n_radii: int = Field(64, ge=2, le=1024, description="Most radii of the local-thickness sweep.")
     tortuosity: bool = Field(True, description="Geometric tortuosity per axis (in memory, volumes up to 32 Mvoxel).")
     write_thickness: bool = Field(False, description="Also write the local-thickness volume (nm) as thickness.zarr.")
+    baseline: str | None = Field(None, description="A baseline stage whose porosity and sweep spread go into the metrics beside the segmentation's.")
 
 
 def write_json(path: Path, data: Any) -> Path:
@@ -68,6 +69,22 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         out["truth"] = m["truth"]
     if m.get("skipped"):
         out["skipped"] = m["skipped"]
+    if m.get("baseline"):
+        out["baseline"] = m["baseline"]
+    return out
+
+
+def _baseline_summary(store: Path) -> dict[str, Any]:
+    """The baseline stage's porosity and the spread of its parameter sweep (from its JSON beside the store)."""
+    f = store.with_suffix(".json")
+    if not f.is_file():
+        raise UserError(f"{store}: has no {f.name} beside it; 'baseline' names a baseline stage")
+    d = json.loads(f.read_text())
+    sweep = d.get("sweep") or {}
+    out = {"porosity": d.get("porosity"), "threshold": (d.get("threshold") or {}).get("threshold")}
+    out.update({f"sweep_{k}": sweep[k] for k in ("min", "max", "spread", "std") if k in sweep})
+    if d.get("truth"):
+        out["truth"] = {k: d["truth"][k] for k in ("accuracy", "iou_pore", "iou_solid", "porosity_error") if k in d["truth"]}
     return out
 
 
@@ -84,9 +101,13 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     vs = voxel_size_of(vol)
     truth = None
     if cfg.truth:
+        from pipeline.analyze.truth import align_truth
+
         truth = open_volume(ctx.resolve_store(cfg.truth))
-        if truth.shape != vol.shape:
-            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {truth.shape}, the labels {vol.shape}")
+        try:
+            truth = align_truth(truth, vol)  # by coordinates when the correction changed the geometry
+        except ValueError as exc:
+            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} does not fit the labels: {exc}") from None
     src = ctx.require_input("a label volume")
     from pipeline.io.stores import probability_of
 
@@ -100,6 +121,8 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     if cfg.write_thickness and m.get("psd", {}).get("thickness_store"):
         files["thickness"] = ctx.path("thickness.zarr")
     m["input"] = str(ctx.input)
+    if cfg.baseline:
+        m["baseline"] = _baseline_summary(ctx.resolve_store(cfg.baseline))
     path = write_json(ctx.path(f"{ctx.name}.json"), m)
     files["metrics"] = path
     # the labels are passed on, so that reconstruct (or another analyze) can follow

@@ -60,9 +60,13 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     metrics: dict = {"porosity": float(written.data.mean().compute()), **info}
     result: dict = {"threshold": info, "porosity": metrics["porosity"], "params": cfg.params.model_dump()}
     if cfg.truth:
+        from pipeline.analyze.truth import align_truth
+
         tv = open_volume(ctx.resolve_store(cfg.truth))
-        if tv.shape != vol.shape:
-            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {tv.shape}, the image {vol.shape}")
+        try:
+            tv = align_truth(tv, vol)  # by coordinates when the correction changed the geometry
+        except ValueError as exc:
+            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} does not fit the image: {exc}") from None
         result["truth"] = metrics["truth"] = truth_metrics(written.data, tv.data)
     if cfg.sweep:
         sw = sensitivity_sweep(vol.data, BaselineParams(**cfg.params.model_dump()), max_slices=cfg.sweep_slices)

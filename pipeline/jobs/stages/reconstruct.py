@@ -56,9 +56,13 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     vs = voxel_size_of(vol)
     truth_mesh = truth_por = None
     if cfg.truth:
+        from pipeline.analyze.truth import align_truth
+
         tv = open_volume(ctx.resolve_store(cfg.truth))
-        if tv.shape != vol.shape:
-            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} has shape {tv.shape}, the labels {vol.shape}")
+        try:
+            tv = align_truth(tv, vol)  # by coordinates when the correction changed the geometry
+        except ValueError as exc:
+            raise UserError(f"stage {ctx.name!r}: truth {cfg.truth!r} does not fit the labels: {exc}") from None
         truth_mesh = mesh_volume(tv, cfg.truth_method, voxel_size_nm=vs, phase=cfg.phase, block_shape=cfg.block_shape, seed=ctx.seed)
         truth_por = float((tv.data == 1).mean().compute())
     out_dir = ctx.path(ctx.name)
