@@ -67,7 +67,8 @@ def resolve_model(ref: str | os.PathLike[str] | None, *, task: str = "segment") 
     if ref is None or str(ref) == "default":
         name = DEFAULT_MODELS[task]
         if name not in shipped:
-            raise UserError(f"no default {task} model ships with this porelab; pass --model DIR (a folder written by porelab train)")
+            raise UserError(f"no default {task} model ships with this porelab; name a model folder written by porelab train "
+                            f"({'--model' if task == 'segment' else '--refine-model / --refine'} DIR, or model: in a job)")
         return shipped[name]
     if str(ref) in shipped and not Path(ref).exists():
         return shipped[str(ref)]

@@ -210,6 +210,7 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
         The same values as :func:`predict_volume` of the whole volume,
         whatever the chunking of ``data``.
     """
+    data = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=-1)
     if data.ndim == 3:
         data = data[None]
     if data.ndim != 4:
