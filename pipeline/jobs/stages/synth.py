@@ -116,12 +116,28 @@ class Config(StageConfig):
     voxel_size_nm: tuple[float, float, float] = Field(default=(10.0, 10.0, 10.0), description="Voxel size Z, Y, X in nm.")
     structure: StructureSpec = Field(default_factory=StructureSpec)
     render: RenderSpec | None = Field(default_factory=RenderSpec, description="Rendering; null for structures only.")
-    splits: dict[Literal["train", "val", "test"], float] = Field(
-        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1}, description="Split fractions (seeded permutation)."
+    splits: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
+        description="Split fractions (seeded permutation): train, val, test, and any other split a job names "
+        "(e.g. refine: samples the 3D refinement trains on, unseen by the 2D model).",
     )
     executor: Literal["ray", "local"] = Field(default="ray", description="ray: one Ray task per sample; local: in the runner's process.")
     max_retries: int = Field(default=3, ge=0, le=100, description="Retries of a sample whose worker died.")
     figures: bool = Field(default=True, description="Write the size-distribution plot and example panels.")
+
+    @field_validator("splits")
+    @classmethod
+    def _split_names(cls, v: dict[str, float]) -> dict[str, float]:
+        import re
+
+        for name, frac in v.items():
+            if not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
+                raise ValueError(f"split name {name!r} must be lower-case letters, digits and _")
+            if frac < 0:
+                raise ValueError(f"split {name!r} has fraction {frac}; expected >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("give at least one split a fraction above 0")
+        return v
 
     @field_validator("shape")
     @classmethod
