@@ -85,6 +85,7 @@ def dataset_summary(path: Path, view: Any) -> dict[str, Any]:
         "render_ranges": card.get("render_ranges"),
         "render_backend": card.get("render_backend"),
         "dataset_seed": (card.get("job") or {}).get("config", {}).get("seed"),
+        "shine_through": (card.get("achieved") or {}).get("shine_through"),
     }
 
 
