@@ -336,7 +336,7 @@ def thickness_block(
 
 def local_thickness(
     mask: np.ndarray, voxel_size_nm: Sequence[float] = (1.0, 1.0, 1.0), *, radii: np.ndarray | None = None,
-    n_radii: int = 64, threads: int | None = None,
+    n_radii: int = 64, threads: int | None = None, info: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Local thickness (nm) of the True voxels of ``mask``, in memory, by the fast method.
 
@@ -353,6 +353,8 @@ def local_thickness(
         Most radii of the default grid.
     threads : int, optional
         Threads (default: every core).
+    info : dict, optional
+        Filled with ``r_max_nm`` (the largest inscribed radius) and ``radii_nm``.
 
     Returns
     -------
@@ -360,22 +362,25 @@ def local_thickness(
     """
     from pipeline.analyze import _lt_kernels as kern
 
+    info = {} if info is None else info
     m = np.ascontiguousarray(mask, dtype=bool)
     if m.ndim != 3:
         raise ValueError(f"mask must be 3D (z, y, x); got shape {m.shape}")
     vs = tuple(float(v) for v in voxel_size_nm)
     if not m.any():
+        info.update(r_max_nm=0.0, radii_nm=[])
         return np.zeros(m.shape, np.float32)
     if m.all():
         raise ValueError("the phase fills the whole volume: its local thickness is unbounded")
     th = int(threads or os.cpu_count() or 1)
     core = tuple(slice(0, n) for n in m.shape)
-    if radii is not None:
-        return thickness_block(m, core, vs, np.asarray(radii, np.float64), threads=th)
     vmin = min(vs)
     d2, top = _squared_edt(m, [(0, n) for n in m.shape], tuple(v / vmin for v in vs), th)
     r_max = math.sqrt(top) * vmin
-    radii = np.unique(radius_grid(r_max, vs, n_radii=n_radii))
+    if radii is None:
+        radii = radius_grid(r_max, vs, n_radii=n_radii)
+    info.update(r_max_nm=r_max, radii_nm=np.asarray(radii, np.float64).tolist())
+    radii = np.unique(np.asarray(radii, np.float64))
     t = _tables(tuple(radii.tolist()), vs)  # type: ignore[arg-type]
     lev = np.empty(m.shape, np.uint8 if t.n_levels < 255 else np.uint16)
     _in_threads(kern.levels, m.shape[0], th, d2, t.thr2, t.tab, lev)
@@ -433,9 +438,10 @@ def max_inscribed_radius(
 ) -> float:
     """Largest distance (nm) of a phase voxel to the phase boundary, out of core.
 
-    The distance transform of each block is exact where it is not larger
-    than the halo; the halo doubles until the largest value is under it
-    (``inf`` when the phase fills the whole volume).
+    The distance transform of a block is exact where it is smaller than the
+    block's halo: a block whose largest value is not is measured again with
+    twice the halo, until every block is exact (``inf`` when the phase fills
+    the whole volume).
     """
     m = da.asarray(mask)
     if m.ndim != 3:
@@ -445,19 +451,22 @@ def max_inscribed_radius(
     w = tuple(v / vmin for v in vs)
     extent = float(max(n * v for n, v in zip(m.shape, vs)))
     block = _block_shape(m.shape, m.chunksize, block_voxels)
-    regions = _regions(m.shape, block)
-    th = _threads_per_block(len(regions), threads)
+    todo = [region for _, region in _regions(m.shape, block)]
+    th = _threads_per_block(len(todo), threads)
     h = float(start_halo_nm or 16 * max(vs))
-    while True:
+    best = 0.0
+    while todo:
         halo = tuple(int(math.ceil(h / v)) + 1 for v in vs)
         tasks = []
-        for _, region in regions:
+        for region in todo:
             ext, core = _with_halo(region, halo, m.shape)
             tasks.append(dask.delayed(_max_d2_block)(m[ext].astype(bool), core, w, th))
-        rmax = math.sqrt(max(dask.compute(*tasks))) * vmin
-        if rmax <= h * (1 - 1e-6) or h >= extent:
-            return rmax if np.isfinite(rmax) else math.inf
+        found = [math.sqrt(v) * vmin for v in dask.compute(*tasks)]
+        exact = [f < h * (1 - 1e-6) or h >= extent for f in found]
+        best = max([best] + [f for f, ok in zip(found, exact) if ok])
+        todo = [r for r, ok in zip(todo, exact) if not ok]
         h = min(2 * h, extent)
+    return best if np.isfinite(best) else math.inf
 
 
 def local_thickness_dask(
@@ -484,8 +493,10 @@ def local_thickness_dask(
     Returns
     -------
     thickness : dask array of float32
-        Diameters in nm, 0 outside the phase; lazy, one task per block. Its
-        chunks are the blocks, whole multiples of the mask's: write it with
+        Diameters in nm, 0 outside the phase; lazy, one task per block (a
+        volume of one block is measured at once, in memory: one distance
+        transform gives both the largest radius and the levels). Its chunks
+        are the blocks, whole multiples of the mask's: write it with
         ``block_shape=thickness.chunksize`` (and reduce it from the written
         store) so that no block is computed twice.
     info : dict
@@ -498,15 +509,18 @@ def local_thickness_dask(
         raise ValueError(f"mask must be 3D (z, y, x); got shape {m.shape}")
     m = m.astype(bool)
     vs = tuple(float(v) for v in voxel_size_nm)
+    block = _block_shape(m.shape, m.chunksize, block_voxels)
+    regions = _regions(m.shape, block)
+    th = _threads_per_block(len(regions), threads)
+    if len(regions) == 1:
+        # one block: in memory, one distance transform for the largest radius and the levels
+        return _one_block(np.asarray(m.compute()), vs, radii, n_radii, th, block)
     rmax = max_inscribed_radius(m, vs, block_voxels=block_voxels, threads=threads)
     if not np.isfinite(rmax):
         raise ValueError("the phase fills the whole volume: its local thickness is unbounded")
     if radii is None:
         radii = radius_grid(rmax, vs, n_radii=n_radii)
     radii = np.asarray(radii, dtype=np.float64)
-    block = _block_shape(m.shape, m.chunksize, block_voxels)
-    regions = _regions(m.shape, block)
-    th = _threads_per_block(len(regions), threads)
     halo = block_halo(rmax, radii, vs) if len(radii) else (0, 0, 0)
     halo = tuple(min(h, n - 1) for h, n in zip(halo, m.shape))
     grid = [list(range(math.ceil(n / b))) for n, b in zip(m.shape, block)]
@@ -519,3 +533,14 @@ def local_thickness_dask(
     info = {"r_max_nm": rmax, "halo_voxels": list(halo), "block_shape": list(block), "radii_nm": radii.tolist(),
             "values_nm": thickness_values(radii, vs).tolist()}
     return lt, info
+
+
+def _one_block(m: np.ndarray, vs: tuple[float, ...], radii: np.ndarray | None, n_radii: int, threads: int,
+               block: Sequence[int]) -> tuple[da.Array, dict[str, Any]]:
+    info: dict[str, Any] = {}
+    lt = local_thickness(m, vs, radii=radii, n_radii=n_radii, threads=threads, info=info)
+    radii = np.asarray(info["radii_nm"])
+    halo = block_halo(info["r_max_nm"], radii, vs) if len(radii) else (0, 0, 0)
+    info.update(halo_voxels=[min(h, n - 1) for h, n in zip(halo, m.shape)], block_shape=list(block),
+                values_nm=thickness_values(radii, vs).tolist())
+    return da.from_array(lt, chunks=tuple(block)), info
