@@ -46,61 +46,74 @@ def diagonal(m, g, diag, lo, hi):  # pragma: no cover - numba
 
 @njit(nogil=True, cache=True)
 def matvec(m, g, diag, p, out, lo, hi):  # pragma: no cover - numba
-    """``out = A p`` on the conducting voxels (planes lo..hi); returns ``p . A p``."""
+    """``out = A p`` on the conducting voxels (planes lo..hi); returns ``p . A p``.
+
+    ``p`` is 0 outside the conducting voxels, so a neighbour's term needs no
+    test; the rows are written whole and masked (vectorised).
+    """
     N0, N1, N2 = m.shape
     acc = 0.0
+    g0 = g[0]
+    g1 = g[1]
+    g2 = g[2]
     for i in range(lo, hi):
         for j in range(N1):
             for k in range(N2):
-                if m[i, j, k] == 0:
-                    continue
                 s = 0.0
-                if i > 0 and m[i - 1, j, k]:
-                    s += g[0] * p[i - 1, j, k]
-                if i < N0 - 1 and m[i + 1, j, k]:
-                    s += g[0] * p[i + 1, j, k]
-                if j > 0 and m[i, j - 1, k]:
-                    s += g[1] * p[i, j - 1, k]
-                if j < N1 - 1 and m[i, j + 1, k]:
-                    s += g[1] * p[i, j + 1, k]
-                if k > 0 and m[i, j, k - 1]:
-                    s += g[2] * p[i, j, k - 1]
-                if k < N2 - 1 and m[i, j, k + 1]:
-                    s += g[2] * p[i, j, k + 1]
-                v = diag[i, j, k] * p[i, j, k] - s
+                if i > 0:
+                    s += g0 * p[i - 1, j, k]
+                if i < N0 - 1:
+                    s += g0 * p[i + 1, j, k]
+                if j > 0:
+                    s += g1 * p[i, j - 1, k]
+                if j < N1 - 1:
+                    s += g1 * p[i, j + 1, k]
+                if k > 0:
+                    s += g2 * p[i, j, k - 1]
+                if k < N2 - 1:
+                    s += g2 * p[i, j, k + 1]
+                v = (diag[i, j, k] * p[i, j, k] - s) * m[i, j, k]
                 out[i, j, k] = v
                 acc += v * p[i, j, k]
     return acc
 
 
 @njit(nogil=True, cache=True)
-def step(m, x, r, p, ap, diag, alpha, lo, hi):  # pragma: no cover - numba
-    """``x += alpha p``, ``r -= alpha A p``; returns (r . D^-1 r, r . r)."""
+def step(m, x, r, p, ap, dinv, alpha, lo, hi):  # pragma: no cover - numba
+    """``x += alpha p``, ``r -= alpha A p``; returns (r . D^-1 r, r . r). ``dinv`` is 1 / diagonal, 0 outside."""
     N0, N1, N2 = m.shape
     rz = 0.0
     rr = 0.0
     for i in range(lo, hi):
         for j in range(N1):
             for k in range(N2):
-                if m[i, j, k] == 0:
-                    continue
                 x[i, j, k] += alpha * p[i, j, k]
                 v = r[i, j, k] - alpha * ap[i, j, k]
                 r[i, j, k] = v
-                rz += v * v / diag[i, j, k]
+                rz += v * v * dinv[i, j, k]
                 rr += v * v
     return rz, rr
 
 
 @njit(nogil=True, cache=True)
-def direction(m, r, p, diag, beta, lo, hi):  # pragma: no cover - numba
-    """``p = D^-1 r + beta p`` (Jacobi-preconditioned conjugate direction)."""
+def direction(m, r, p, dinv, beta, lo, hi):  # pragma: no cover - numba
+    """``p = D^-1 r + beta p`` (Jacobi-preconditioned conjugate direction; stays 0 outside)."""
     N0, N1, N2 = m.shape
     for i in range(lo, hi):
         for j in range(N1):
             for k in range(N2):
-                if m[i, j, k] != 0:
-                    p[i, j, k] = r[i, j, k] / diag[i, j, k] + beta * p[i, j, k]
+                p[i, j, k] = r[i, j, k] * dinv[i, j, k] + beta * p[i, j, k]
+
+
+@njit(nogil=True, cache=True)
+def invert(diag, dinv, lo, hi):  # pragma: no cover - numba
+    """``dinv = 1 / diag`` where diag > 0, else 0."""
+    N0, N1, N2 = diag.shape
+    for i in range(lo, hi):
+        for j in range(N1):
+            for k in range(N2):
+                d = diag[i, j, k]
+                dinv[i, j, k] = 1.0 / d if d > 0 else 0.0
 
 
 @njit(nogil=True, cache=True)

@@ -14,7 +14,7 @@ so the values compare directly with ``taufactor.Solver`` (tests and
 benchmarks/analyze.py). porelab solves it with its own matrix-free conjugate
 gradients (Jacobi preconditioner, numba kernels on both cores) rather than
 with TauFactor: the field, residual, direction and its image in float32 and
-the conductances computed from the mask are 21 bytes per voxel with no
+the conductances computed from the mask are 25 bytes per voxel with no
 temporary (TauFactor keeps about six float32 tensors and their padded
 copies, on torch), and porelab does not need torch at run time. Voxels of
 clusters that do not join the two faces carry no flux and are left out of
@@ -41,7 +41,7 @@ __all__ = ["connectivity", "geometric_tortuosity", "tortuosity_factor", "percola
 
 _AXES = ("z", "y", "x")
 #: Memory of :func:`tortuosity_factor` per voxel of the volume (its arrays; the mask is the caller's).
-BYTES_PER_VOXEL = 21
+BYTES_PER_VOXEL = 25
 
 
 def connectivity(pore: np.ndarray) -> dict[str, Any]:
@@ -156,16 +156,18 @@ def tortuosity_factor(
     th = _threads(threads)
     diag = np.empty(m.shape, np.float32)
     _in_threads(kern.diagonal, n0, th, m, g, diag)
+    dinv = np.empty(m.shape, np.float32)
+    _in_threads(kern.invert, n0, th, diag, dinv)
     x = np.empty(m.shape, np.float32)
     np.multiply(m, (1.0 - (np.arange(n0) + 0.5) / n0).astype(np.float32)[:, None, None], out=x)
-    r = np.empty(m.shape, np.float32)
+    r = np.zeros(m.shape, np.float32)
     parts = _in_threads(kern.residual, n0, th, m, g, diag, x, r)
     bnorm = math.sqrt(sum(b for b, _ in parts))
     rr = sum(q for _, q in parts)
     pdir = np.zeros(m.shape, np.float32)
     ap = np.zeros(m.shape, np.float32)
-    _in_threads(kern.direction, n0, th, m, r, pdir, diag, 0.0)
-    rz = sum(a for a, _ in _in_threads(kern.step, n0, th, m, x, r, pdir, ap, diag, 0.0))
+    _in_threads(kern.direction, n0, th, m, r, pdir, dinv, 0.0)
+    rz = sum(a for a, _ in _in_threads(kern.step, n0, th, m, x, r, pdir, ap, dinv, 0.0))
     limit = int(max_iter or 20 * max(m.shape) + 1000)
     it = 0
     while math.sqrt(rr) > rtol * bnorm and it < limit:
@@ -173,13 +175,13 @@ def tortuosity_factor(
         if pap <= 0:
             break
         alpha = rz / pap
-        parts = _in_threads(kern.step, n0, th, m, x, r, pdir, ap, diag, alpha)
+        parts = _in_threads(kern.step, n0, th, m, x, r, pdir, ap, dinv, alpha)
         rz_new = sum(a for a, _ in parts)
         rr = sum(b for _, b in parts)
-        _in_threads(kern.direction, n0, th, m, r, pdir, diag, rz_new / rz)
+        _in_threads(kern.direction, n0, th, m, r, pdir, dinv, rz_new / rz)
         rz = rz_new
         it += 1
-    del pdir, ap, r, diag
+    del pdir, ap, r, diag, dinv
     flux = np.empty(n0 + 1)
     kern.plane_fluxes(m, g, x.astype(np.float64), flux)
     q = float(np.mean(flux))
