@@ -24,20 +24,21 @@ same radii with one distance transform and no pass per radius:
    26-neighbour's ball (digital containment, tabulated per radius) is not
    needed either.
 3. The kept balls are painted in descending radius, row by row, into a bit
-   mask of the voxels not painted yet (64 voxels per word), so a covered row
-   costs one word test; a voxel keeps the first (largest) radius and at least
-   its own level.
+   mask of the voxels not painted yet (64 voxels per word, and one bit per
+   word saying whether it is still non-zero), so a covered part of a ball
+   costs a word test per 64 rows; a voxel keeps the first (largest) radius
+   and at least its own level.
 
 It is exact: tests compare it voxel for voxel with :func:`local_thickness_sweep`.
 
 Out of core (:func:`local_thickness_dask`): a first pass finds the largest
-inscribed radius ``r_max`` block by block (the halo of the distance transform
-is grown until no voxel of a block is farther from the phase boundary than
-its halo); each block of the second pass reads a halo of ``r_max`` (balls
-that reach the block) plus ``r_max`` (their exact distance transform). The
-blocks are large (:data:`BLOCK_VOXELS`), each one a few hundred MB at most
-whatever the volume; a volume of one block is measured in one pass with every
-core on it, several blocks run one per worker thread.
+inscribed radius ``r_max`` block by block (a block whose distances are not
+all below its halo is measured again with twice the halo); each block of the
+second pass reads a halo of ``r_max`` (balls that reach the block) plus
+``r_max`` (their exact distance transform, whose two costly passes only run
+on the block and its ball halo). The blocks are large (:data:`BLOCK_VOXELS`),
+a few hundred MB each at most whatever the volume; a volume of one block is
+measured in one pass with every core on it, several blocks run one per worker.
 
 Conventions: distances between voxel centres, voxels of anisotropic size
 ``voxel_size_nm`` (z, y, x); the volume's faces are not boundaries of the
