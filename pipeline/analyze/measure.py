@@ -19,7 +19,7 @@ __all__ = ["measure", "SSA_METHOD", "SSA_SIGMA", "TORTUOSITY_METHODS", "TRANSPOR
 
 #: What ``tortuosity_method`` can ask for.
 TORTUOSITY_METHODS = ("factor", "geometric", "both")
-#: Largest volume (voxels) for the transport measures: 64 Mvox, about 1.4 GB for the diffusion solve.
+#: Largest volume (voxels) for the transport measures: 64 Mvox, about 1.9 GiB for the diffusion solve (31 B/voxel).
 TRANSPORT_VOXELS = 64 * 2**20
 
 #: Isosurface of the specific surface area: gaussian sigma 0.7 voxel, within 1 % of a sphere's area.
