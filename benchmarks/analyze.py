@@ -10,7 +10,7 @@ A baseline that is not installed is reported as such and its rows are left out.
 
 1. Local thickness against PoreSpy 3.2's ``local_thickness`` (its default: brute-force sphere
    insertion on integer radii, numba, every core) on the same volume in the same run, each run in
-   a fresh process (peak RSS is the child's high-water mark over its start):
+   a fresh process (peak RSS: the child's high-water mark, imports and numba kernels included):
    - large pores: a FiberForm-like felt (``random_fibers``: porosity 0.90, fibres of 10 voxels,
      13 µm at 1.3 µm, mostly in the y-x plane; NASA PuMA's FiberForm sample is not available offline),
    - small pores: gaussian blobs (porosity 0.45, correlation 4 voxels: mean pore diameter about 12 voxels).
@@ -164,7 +164,7 @@ def bench_thickness(sizes: list[int], families: list[str], tmp: Path) -> None:
     print("\n== local thickness: porelab (out of core and in memory) against PoreSpy 3.2 local_thickness, "
           f"{os.cpu_count()} cores; each run in a fresh process" + ("" if have_ps else " (PoreSpy not installed)"))
     print(f"{'volume':<16}{'Mvox':>7}{'porelab ooc Mvox/s':>20}{'in-mem Mvox/s':>15}{'PoreSpy Mvox/s':>16}{'ooc / PoreSpy':>15}"
-          f"{'peak MiB ooc/mem/PoreSpy':>27}{'mean d (vox) porelab/PoreSpy':>31}  equal")
+          f"{'peak RSS MiB ooc/mem/PoreSpy':>30}{'mean d (vox) porelab/PoreSpy':>31}  equal")
     for fam in families:
         for n in sizes:
             lab = volume(fam, n)
@@ -188,10 +188,10 @@ def bench_thickness(sizes: list[int], families: list[str], tmp: Path) -> None:
                 return f"{nv / r['seconds']:.2f} ({r['seconds']:.1f} s)" if r else "-"
 
             ratio = f"{ps['seconds'] / ooc['seconds']:.1f}x" if ps and ooc else "-"
-            peaks = "/".join(f"{r['peak_delta'] / 2**20:.0f}" if r else "-" for r in (ooc, mem, ps))
+            peaks = "/".join(f"{r['peak'] / 2**20:.0f}" if r else "-" for r in (ooc, mem, ps))
             means = f"{mem['mean_diameter_voxels']:.2f}/" if mem else "-/"
             means += f"{ps['mean_diameter_voxels']:.2f}" if ps else "-"
-            print(f"{fam + ' ' + str(n) + '^3':<16}{nv:7.1f}{rate(ooc):>20}{rate(mem):>15}{rate(ps):>16}{ratio:>15}{peaks:>27}{means:>31}  {same}",
+            print(f"{fam + ' ' + str(n) + '^3':<16}{nv:7.1f}{rate(ooc):>20}{rate(mem):>15}{rate(ps):>16}{ratio:>15}{peaks:>30}{means:>31}  {same}",
                   flush=True)
             if ooc:
                 print(f"{'':<16} blocks {ooc['block_shape']}, halo {ooc['halo']}, {ooc['radii']} radii, r_max {ooc['r_max']:.1f} voxels")
@@ -201,7 +201,7 @@ def bench_tortuosity(sizes: list[int], tmp: Path) -> None:
     have_tf = _have("taufactor")
     print("\n== tortuosity factor of the pores along z (steady diffusion) against TauFactor's Solver (CPU, torch), "
           "gaussian blobs; each run in a fresh process" + ("" if have_tf else " (TauFactor not installed)"))
-    print(f"{'volume':<12}{'porelab s':>11}{'TauFactor s':>13}{'speed-up':>10}{'peak MiB porelab/TauFactor':>28}"
+    print(f"{'volume':<12}{'porelab s':>11}{'TauFactor s':>13}{'speed-up':>10}{'peak RSS MiB porelab/TauFactor':>31}"
           f"{'tau porelab/TauFactor':>24}{'D_eff/D0 porelab/TauFactor':>29}{'iterations':>13}")
     for n in sizes:
         npy = tmp / f"tau{n}.npy"
@@ -211,11 +211,11 @@ def bench_tortuosity(sizes: list[int], tmp: Path) -> None:
         if ours is None:
             continue
         sp = f"{theirs['seconds'] / ours['seconds']:.2f}x" if theirs else "-"
-        pk = f"{ours['peak_delta'] / 2**20:.0f}/" + (f"{theirs['peak_delta'] / 2**20:.0f}" if theirs else "-")
+        pk = f"{ours['peak'] / 2**20:.0f}/" + (f"{theirs['peak'] / 2**20:.0f}" if theirs else "-")
         tt = f"{ours['tau']:.4f}/" + (f"{theirs['tau']:.4f}" if theirs else "-")
         dd = f"{ours['d_rel']:.4f}/" + (f"{theirs['d_rel']:.4f}" if theirs else "-")
         it = f"{ours['iterations']}/" + (f"{theirs['iterations']}" if theirs else "-")
-        print(f"{str(n) + '^3':<12}{ours['seconds']:11.1f}{(theirs['seconds'] if theirs else float('nan')):13.1f}{sp:>10}{pk:>28}{tt:>24}{dd:>29}{it:>13}",
+        print(f"{str(n) + '^3':<12}{ours['seconds']:11.1f}{(theirs['seconds'] if theirs else float('nan')):13.1f}{sp:>10}{pk:>31}{tt:>24}{dd:>29}{it:>13}",
               flush=True)
 
 
