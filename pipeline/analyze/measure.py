@@ -10,12 +10,17 @@ import dask.array as da
 import numpy as np
 
 from pipeline.analyze.porosity import porosity_stats
-from pipeline.analyze.psd import fit_lognormal_hist, thickness_histogram
+from pipeline.analyze.psd import distribution_summary, fit_lognormal_hist, thickness_histogram
 from pipeline.analyze.thickness import local_thickness_dask
-from pipeline.analyze.transport import connectivity, geometric_tortuosity
+from pipeline.analyze.transport import BYTES_PER_VOXEL, connectivity, geometric_tortuosity, tortuosity_factor
 from pipeline.analyze.truth import truth_metrics
 
-__all__ = ["measure", "SSA_METHOD", "SSA_SIGMA"]
+__all__ = ["measure", "SSA_METHOD", "SSA_SIGMA", "TORTUOSITY_METHODS", "TRANSPORT_VOXELS"]
+
+#: What ``tortuosity_method`` can ask for.
+TORTUOSITY_METHODS = ("factor", "geometric", "both")
+#: Largest volume (voxels) for the transport measures: 64 Mvox, about 1.9 GiB for the diffusion solve (31 B/voxel).
+TRANSPORT_VOXELS = 64 * 2**20
 
 #: Isosurface of the specific surface area: gaussian sigma 0.7 voxel, within 1 % of a sphere's area.
 SSA_METHOD = "mc_smoothed"
@@ -36,7 +41,10 @@ def measure(
     n_radii: int = 64,
     in_memory_voxels: int = 256_000_000,
     tortuosity: bool = True,
-    tortuosity_voxels: int = 32_000_000,
+    tortuosity_method: str = "factor",
+    solid_tortuosity: bool = False,
+    transport_voxels: int = TRANSPORT_VOXELS,
+    transport_roi: Sequence[Sequence[int]] | None = None,
     thickness_store: Any = None,
     probability: Any = None,
 ) -> dict[str, Any]:
@@ -56,7 +64,19 @@ def measure(
     in_memory_voxels : int
         Connectivity needs the volume in memory; above this many voxels it is skipped.
     tortuosity : bool
-        Compute the geometric tortuosity (in memory, up to ``tortuosity_voxels``).
+        Measure the transport (``False``: recorded under ``skipped``).
+    tortuosity_method : {"factor", "geometric", "both"}
+        The tortuosity factor of steady diffusion per axis (with the
+        effective diffusivity and MacMullin number), the geometric
+        tortuosity per axis (shortest paths, cheaper), or both.
+    solid_tortuosity : bool
+        Also the tortuosity factor of the solid phase.
+    transport_voxels : int
+        Largest volume for the transport measures (in memory, about
+        ``BYTES_PER_VOXEL`` + 6 bytes per voxel); above it they are skipped
+        with the reason, unless ``transport_roi`` picks a sub-volume.
+    transport_roi : ((z0, z1), (y0, y1), (x0, x1)), optional
+        Measure the transport on this sub-volume (voxel indices, end excluded).
     probability : array, optional
         The pore probability the labels came from (a segmentation store's
         ``probability``): the truth metrics then include the cross-entropy.
@@ -67,12 +87,19 @@ def measure(
     Returns
     -------
     dict
-        ``porosity`` (global, per_slice, per_block), ``psd`` (histogram
-        ``counts``/``edges_nm``, ``fit``, ``r_max_nm``, ``halo_voxels``),
+        ``porosity`` (``porosity.porosity`` the global value, ``per_slice``,
+        ``per_block``), ``psd`` (histogram ``counts``/``edges_nm``, the
+        distribution's own ``median_nm``/``mean_nm``/percentiles, ``fit``
+        with its goodness and ``fit.poor``, ``r_max_nm``, ``halo_voxels``),
         ``surface`` (area, specific surface per nm), ``connectivity``,
-        ``tortuosity``, ``truth`` (when given), ``seconds`` per part, ``skipped``.
+        ``transport`` (``pore``/``solid``: per axis ``tau``,
+        ``effective_diffusivity``, ``macmullin``...; ``geometric``: per axis;
+        ``roi``), ``truth`` (when given), ``seconds`` per part, ``skipped``
+        (every measurement left out, with the reason).
     """
     vs = tuple(float(v) for v in voxel_size_nm)
+    if tortuosity_method not in TORTUOSITY_METHODS:
+        raise ValueError(f"tortuosity_method {tortuosity_method!r} is unknown; expected one of {', '.join(TORTUOSITY_METHODS)}")
     arr = _data(labels)
     if arr.ndim != 3:
         raise ValueError(f"labels must be 3D (z, y, x); got shape {arr.shape}")
@@ -99,6 +126,7 @@ def measure(
                "halo_voxels": info["halo_voxels"], "n_radii": len(info["radii_nm"])}
         if thickness_store is not None:
             psd["thickness_store"] = psd_store
+        psd.update(distribution_summary(counts, edges))
         try:
             psd["fit"] = fit_lognormal_hist(counts, edges)
         except ValueError as exc:
@@ -125,18 +153,17 @@ def measure(
     n_vox = int(np.prod(arr.shape))
     if n_vox <= in_memory_voxels:
         t0 = time.perf_counter()
-        p = np.asarray(pore.compute())
-        out["connectivity"] = connectivity(p)
+        out["connectivity"] = connectivity(np.asarray(pore.compute()))
         out["seconds"]["connectivity"] = time.perf_counter() - t0
-        if tortuosity and n_vox <= tortuosity_voxels:
-            t0 = time.perf_counter()
-            out["tortuosity"] = {name: geometric_tortuosity(p, vs, axis=ax) for ax, name in enumerate("zyx")}
-            out["seconds"]["tortuosity"] = time.perf_counter() - t0
-        elif tortuosity:
-            out["skipped"]["tortuosity"] = f"{n_vox} voxels is above tortuosity_voxels={tortuosity_voxels}"
-        del p
     else:
         out["skipped"]["connectivity"] = f"{n_vox} voxels is above in_memory_voxels={in_memory_voxels}"
+
+    if not tortuosity:
+        out["skipped"]["tortuosity"] = "not asked for (tortuosity=False, --no-tortuosity)"
+    else:
+        t0 = time.perf_counter()
+        _transport(out, arr, vs, tortuosity_method, solid_tortuosity, transport_voxels, transport_roi)
+        out["seconds"]["tortuosity"] = time.perf_counter() - t0
 
     if truth is not None:
         t0 = time.perf_counter()
@@ -144,3 +171,68 @@ def measure(
         out["truth_per_slice"] = [float(v) for v in (_data(truth) == 1).mean(axis=(1, 2)).compute()]
         out["seconds"]["truth"] = time.perf_counter() - t0
     return out
+
+
+def _transport(out: dict[str, Any], arr: da.Array, vs: tuple[float, ...], method: str, solid: bool, limit: int,
+               roi: Sequence[Sequence[int]] | None) -> None:
+    """The transport measures into ``out["transport"]`` (or the reason under ``out["skipped"]``)."""
+    region = tuple(slice(0, n) for n in arr.shape)
+    if roi is not None:
+        region = tuple(slice(int(a), int(b)) for a, b in roi)
+        if len(region) != 3 or any(not 0 <= s.start < s.stop <= n for s, n in zip(region, arr.shape)):
+            raise ValueError(f"transport_roi {[list(r) for r in roi]} is not inside the volume {list(arr.shape)}; "
+                             "expected (start, stop) per axis with 0 <= start < stop <= size")
+    n_vox = int(np.prod([s.stop - s.start for s in region]))
+    if n_vox > limit:
+        out["skipped"]["tortuosity"] = (
+            f"{n_vox} voxels is above transport_voxels={limit} (about {(BYTES_PER_VOXEL + 6) * limit / 2**30:.1f} GiB); "
+            "measure a sub-volume with transport_roi (--transport-roi Z0:Z1,Y0:Y1,X0:X1)")
+        return
+    lab = np.asarray(arr[region].compute())
+    res: dict[str, Any] = {"roi": [[s.start, s.stop] for s in region], "method": method}
+    phases = [("pore", 1)] + ([("solid", 0)] if solid else [])
+    if method in ("factor", "both"):
+        for name, value in phases:
+            ph = lab == value
+            res[name] = {ax: tortuosity_factor(ph, vs, axis=i) for i, ax in enumerate("zyx")}
+            del ph
+    if method in ("geometric", "both"):
+        ph = lab == 1
+        res["geometric"] = {ax: geometric_tortuosity(ph, vs, axis=i) for i, ax in enumerate("zyx")}
+    out["transport"] = res
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """One line of what :func:`measure` found, as ``porelab measure`` prints it.
+
+    The pore size is the distribution's own median; the log-normal fit's
+    median comes beside it only with its goodness of fit (KS distance), and
+    "poor fit" when :data:`pipeline.analyze.psd.FIT_KS_MAX` is passed.
+    """
+    parts = [f"porosity {m['porosity']['porosity']:.4f}"]
+    psd = m.get("psd") or {}
+    if "median_nm" in psd:
+        txt = f"pore size (local thickness, volume-weighted) median {psd['median_nm']:.1f} nm, mean {psd['mean_nm']:.1f} nm"
+        fit = psd.get("fit")
+        if fit:
+            txt += (f" (log-normal fit: median {fit['median_nm']:.1f} nm, σ {fit['sigma']:.2f}, KS {fit['ks']:.3f}"
+                    + (", poor fit" if fit.get("poor") else "") + ")")
+        parts.append(txt)
+    parts.append(f"specific surface {m['surface']['specific_surface_per_nm']:.4g} /nm")
+    tr = m.get("transport") or {}
+    for phase in ("pore", "solid"):
+        if phase in tr:
+            parts.append(f"{phase} tortuosity factor " + " ".join(f"{a} {_num(v['tau'])}" for a, v in tr[phase].items())
+                         + ", MacMullin " + " ".join(f"{a} {_num(v['macmullin'])}" for a, v in tr[phase].items()))
+    if "geometric" in tr:
+        parts.append("geometric tortuosity " + " ".join(f"{a} {_num(v)}" for a, v in tr["geometric"].items()))
+    if "truth" in m:
+        parts.append(f"IoU {m['truth']['iou_pore']:.3f}, porosity error {m['truth']['porosity_error']:+.4f}"
+                     + (f", CE {m['truth']['ce']:.4f}" if "ce" in m["truth"] else ""))
+    if m.get("skipped"):
+        parts.append("skipped: " + ", ".join(sorted(m["skipped"])))
+    return ", ".join(parts)
+
+
+def _num(v: float) -> str:
+    return f"{v:.3f}" if np.isfinite(v) else "none (no path)"

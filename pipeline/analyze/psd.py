@@ -14,7 +14,11 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["thickness_histogram", "fit_lognormal_hist", "lognormal_pdf"]
+__all__ = ["thickness_histogram", "fit_lognormal_hist", "lognormal_pdf", "distribution_summary", "FIT_KS_MAX"]
+
+#: A log-normal fit whose Kolmogorov-Smirnov distance to the data is above this is flagged ``poor``
+#: (with millions of voxels every p-value is tiny; the distance itself says how far the shape is off).
+FIT_KS_MAX = 0.1
 
 
 def thickness_histogram(
@@ -52,6 +56,26 @@ def thickness_histogram(
     return np.asarray(counts.compute(), dtype=np.int64), edges
 
 
+def distribution_summary(counts: np.ndarray, edges: np.ndarray) -> dict[str, float]:
+    """What the histogram itself says: volume-weighted median, mean and 10th / 90th percentiles (nm).
+
+    Each bin's voxels are taken at its centre (exact for local thickness,
+    whose values are the bin centres); a percentile is the first bin whose
+    cumulative share reaches it.
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    e = np.asarray(edges, dtype=np.float64)
+    if c.sum() <= 0:
+        return {}
+    centres = 0.5 * (e[:-1] + e[1:])
+    cdf = np.cumsum(c) / c.sum()
+
+    def pct(q: float) -> float:
+        return float(centres[min(int(np.searchsorted(cdf, q - 1e-12)), len(centres) - 1)])
+
+    return {"median_nm": pct(0.5), "mean_nm": float((c * centres).sum() / c.sum()), "p10_nm": pct(0.1), "p90_nm": pct(0.9)}
+
+
 def lognormal_pdf(x: np.ndarray, median: float, sigma: float) -> np.ndarray:
     """Log-normal density with median ``median`` and log-sd ``sigma``."""
     x = np.asarray(x, dtype=np.float64)
@@ -76,7 +100,8 @@ def fit_lognormal_hist(counts: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
         CDF at the bin edges), ``r2_cdf`` (coefficient of determination of
         the fitted CDF against the empirical CDF at the bin edges; the
         histogram of local thickness is too spiky for a density R²),
-        ``chi2_per_bin`` (Pearson chi-square per bin with at least 5 expected).
+        ``chi2_per_bin`` (Pearson chi-square per bin with at least 5 expected),
+        ``poor`` (``ks`` above :data:`FIT_KS_MAX`: the distribution is not log-normal).
     """
     from scipy.stats import norm
 
@@ -111,4 +136,5 @@ def fit_lognormal_hist(counts: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
         "ks": ks,
         "r2_cdf": 1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
         "chi2_per_bin": chi2,
+        "poor": bool(ks > FIT_KS_MAX),
     }

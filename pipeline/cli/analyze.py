@@ -149,19 +149,13 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(out: "Path") -> None:  # noqa: F821
     import json
 
+    from pipeline.analyze.measure import summary_line
+
     m = json.loads((out / "metrics.json").read_text())
-    por = m["porosity"]["porosity"]
-    line = f"{out}: porosity {por:.4f}"
-    psd = m.get("psd") or {}
-    fit = psd.get("fit")
-    if fit:
-        line += f", pore diameter (log-normal fit) median {fit['median_nm']:.0f} nm"
+    line = f"{out}: {summary_line(m)}"
     if m.get("baseline"):
         b = m["baseline"]
-        line += f"; threshold baseline {b['porosity']:.4f}"
+        line += f"; threshold baseline porosity {b['porosity']:.4f}"
         if "sweep_spread" in b:
             line += f" (spread {b['sweep_spread']:.3f} over its parameter sweep)"
-    if m.get("truth"):
-        t = m["truth"]
-        line += f"; against the truth: accuracy {t['accuracy']:.4f}, pore IoU {t['iou_pore']:.4f}, porosity error {t['porosity_error']:+.4f}"
     print(line)

@@ -1,4 +1,4 @@
-"""``porelab measure``: porosity, pore sizes, specific surface, connectivity of a label volume (JSON)."""
+"""``porelab measure``: porosity, pore sizes, specific surface, connectivity, transport of a label volume (JSON)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_parser(
         sub,
         "measure",
-        help="porosity, pore-size distribution, specific surface, connectivity (and truth metrics) as JSON",
+        help="porosity, pore-size distribution, specific surface, connectivity, tortuosity (and truth metrics) as JSON",
         description=(
             "Read MASK.zarr (labels, 1 = pore) block by block and write METRICS.json: porosity (global, per slice,\n"
-            "per block), the pore-size distribution by local thickness (out of core) with its log-normal fit,\n"
-            "the specific surface area, connectivity and geometric tortuosity per axis; with --truth also\n"
-            "accuracy, IoU, Dice, 3D IoU, smoothness and the porosity error, and the cross-entropy when MASK.zarr\n"
-            "is a segmentation store (porelab segment) with a 'probability' beside its 'mask'."
+            "per block), the pore-size distribution by local thickness (out of core) with its median and its\n"
+            "log-normal fit and goodness of fit, the specific surface area, connectivity, and per axis the\n"
+            "tortuosity factor of steady diffusion with the effective diffusivity and MacMullin number (or the\n"
+            "geometric tortuosity); with --truth also accuracy, IoU, Dice, 3D IoU, smoothness and the porosity\n"
+            "error, and the cross-entropy when MASK.zarr is a segmentation store with its probability.\n"
+            "Measurements left out are listed under \"skipped\" with the reason."
         ),
         example="porelab measure labels.zarr --truth truth.zarr -o metrics.json",
     )
@@ -28,7 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="METRICS.json", help="JSON file to write")
     p.add_argument("--truth", default=None, metavar="TRUTH.zarr", help="ground-truth labels of the same shape")
     p.add_argument("--n-radii", type=int, default=64, metavar="N", help="most radii of the local-thickness sweep (default 64)")
-    p.add_argument("--no-tortuosity", action="store_true", help="skip the geometric tortuosity")
+    p.add_argument("--no-tortuosity", action="store_true", help="skip the transport measures (recorded under skipped)")
+    p.add_argument("--tortuosity", choices=["factor", "geometric", "both"], default="factor",
+                   help="tortuosity factor of steady diffusion (default), geometric tortuosity (shortest paths, cheaper), or both")
+    p.add_argument("--solid-tortuosity", action="store_true", help="also the tortuosity factor of the solid phase")
+    p.add_argument("--transport-roi", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1",
+                   help="measure the transport on this sub-volume (voxels; needed above 64 Mvoxel)")
     p.add_argument("--overwrite", action="store_true", help="replace METRICS.json if it exists")
     p.set_defaults(func=_run)
 
@@ -37,6 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from pipeline.analyze import measure
+    from pipeline.analyze.measure import summary_line
     from pipeline.errors import UserError
     from pipeline.io.volume import open_volume, voxel_size_of
     from pipeline.jobs.stages.analyze import write_json
@@ -57,22 +65,27 @@ def _run(args: argparse.Namespace) -> int:
         truth = open_volume(args.truth)
         if truth.shape != vol.shape:
             raise UserError(f"{args.truth}: has shape {list(truth.shape)}; expected the labels' shape {list(vol.shape)}")
+    roi = _roi(args.transport_roi) if args.transport_roi else None
     try:
         m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
+                    tortuosity_method=args.tortuosity, solid_tortuosity=args.solid_tortuosity, transport_roi=roi,
                     probability=probability)
     except ValueError as exc:
         raise UserError(f"{args.input}: {exc}") from None
     m["input"] = str(args.input)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(out, m)
-    fit = m.get("psd", {}).get("fit")
-    line = f"{out}: porosity {m['porosity']['porosity']:.4f}"
-    if fit:
-        line += f", pore size median {fit['median_nm']:.1f} nm (σ {fit['sigma']:.2f})"
-    line += f", specific surface {m['surface']['specific_surface_per_nm']:.4g} /nm"
-    if "truth" in m:
-        line += f", IoU {m['truth']['iou_pore']:.3f}, porosity error {m['truth']['porosity_error']:+.4f}"
-        if "ce" in m["truth"]:
-            line += f", CE {m['truth']['ce']:.4f}"
-    print(line, file=sys.stdout)
+    print(f"{out}: {summary_line(m)}", file=sys.stdout)
     return 0
+
+
+def _roi(text: str) -> list[tuple[int, int]]:
+    from pipeline.errors import UserError
+
+    try:
+        roi = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        roi = []
+    if len(roi) != 3 or any(len(r) != 2 for r in roi):
+        raise UserError(f"--transport-roi {text}: expected Z0:Z1,Y0:Y1,X0:X1 (voxel indices)")
+    return roi  # type: ignore[return-value]

@@ -175,17 +175,32 @@ def _sec_psd(run: _Run) -> str:
         psd = d.get("psd") or {}
         if not psd.get("counts"):
             continue
-        body += f"<h3>{esc(name)}</h3>" + img(plots.psd_plot(psd["counts"], psd["edges_nm"], psd.get("fit")), "pore-size distribution")
-        facts = dict(psd.get("fit") or {})
+        body += f"<h3>{esc(name)}</h3>" + img(plots.psd_plot(psd["counts"], psd["edges_nm"], psd.get("fit"), psd.get("median_nm")),
+                                              "pore-size distribution")
+        fit = psd.get("fit") or {}
+        if fit.get("poor"):
+            body += (f'<p class="warn">The log-normal fit is poor (KS distance {fit["ks"]:.3f}): its median '
+                     f'({fit["median_nm"]:.1f} nm) does not describe these pores; the distribution\'s own median is '
+                     f'{psd.get("median_nm", float("nan")):.1f} nm.</p>')
+        facts = {f"distribution {k.removesuffix('_nm')} (nm)": psd[k] for k in ("median_nm", "mean_nm", "p10_nm", "p90_nm") if k in psd}
+        facts.update({f"log-normal fit: {k}": v for k, v in fit.items()})
         facts.update({"largest pore diameter (nm)": 2 * psd.get("r_max_nm", float("nan")), "halo (voxels z y x)": psd.get("halo_voxels"),
                       "radii swept": psd.get("n_radii")})
         surf = d.get("surface") or {}
         facts.update({f"surface: {k}": v for k, v in surf.items()})
         if d.get("connectivity"):
             facts.update({f"connected pore fraction {k}": v for k, v in d["connectivity"]["connected_fraction"].items()})
-        if d.get("tortuosity"):
-            facts.update({f"geometric tortuosity {k}": v for k, v in d["tortuosity"].items()})
         body += kv_table(facts)
+        tr = d.get("transport") or {}
+        rows = [{"phase": ph, "axis": ax, "tortuosity factor": r["tau"], "D_eff / D0": r["effective_diffusivity"],
+                 "MacMullin": r["macmullin"], "volume fraction": r["volume_fraction"], "percolating": r["percolating_fraction"],
+                 "converged": r["converged"]} for ph in ("pore", "solid") for ax, r in (tr.get(ph) or {}).items()]
+        if rows:
+            body += "<h3>Transport (steady diffusion)</h3>" + table(rows)
+        if tr.get("geometric"):
+            body += kv_table({f"geometric tortuosity {k}": v for k, v in tr["geometric"].items()})
+        if tr.get("roi"):
+            body += f'<p class="note">Transport measured on the sub-volume {esc(tr["roi"])} (voxels z, y, x).</p>'
         if d.get("skipped"):
             body += "".join(f'<p class="warn">{esc(k)} skipped: {esc(v)}</p>' for k, v in d["skipped"].items())
     return body

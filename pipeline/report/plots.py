@@ -172,8 +172,8 @@ def _lognormal_pdf(x: np.ndarray, median: float, sigma: float) -> np.ndarray:
     return np.exp(-((np.log(x) - math.log(median)) ** 2) / (2 * s * s)) / (x * s * math.sqrt(2 * math.pi))
 
 
-def psd_plot(counts: Sequence[int], edges: Sequence[float], fit: Mapping[str, float] | None) -> bytes:
-    """Volume-weighted pore-size histogram (local thickness) with the log-normal fit."""
+def psd_plot(counts: Sequence[int], edges: Sequence[float], fit: Mapping[str, float] | None, median_nm: float | None = None) -> bytes:
+    """Volume-weighted pore-size histogram (local thickness) with its median and the log-normal fit (dashed when poor)."""
     plt = _plt()
     c = np.asarray(counts, float)
     e = np.asarray(edges, float)
@@ -185,8 +185,11 @@ def psd_plot(counts: Sequence[int], edges: Sequence[float], fit: Mapping[str, fl
     ax.bar(e[:-1], dens, width=np.diff(e), align="edge", color="0.72", edgecolor="0.35", label="local thickness (volume-weighted)")
     if fit:
         x = np.linspace(max(e[0], 1e-6), e[-1] * 1.05, 400)
-        ax.plot(x, _lognormal_pdf(x, fit["median_nm"], fit["sigma"]), "C3", lw=2,
-                label=f"log-normal: median {fit['median_nm']:.1f} nm, σ {fit['sigma']:.2f} (KS {fit['ks']:.3f})")
+        poor = ", poor fit" if fit.get("poor") else ""
+        ax.plot(x, _lognormal_pdf(x, fit["median_nm"], fit["sigma"]), "C3", lw=2, ls="--" if poor else "-",
+                label=f"log-normal fit: median {fit['median_nm']:.1f} nm, σ {fit['sigma']:.2f} (KS {fit['ks']:.3f}{poor})")
+    if median_nm is not None:
+        ax.axvline(median_nm, color="k", lw=1.2, label=f"median of the data: {median_nm:.1f} nm")
     ax.set_xlabel("pore diameter (nm)")
     ax.set_ylabel("density (1/nm)")
     ax.legend(fontsize=8)

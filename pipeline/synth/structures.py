@@ -15,6 +15,10 @@ Families (all return a :class:`Structure` whose ``labels`` are uint8 with
 ``agglomerates``
     Carbon-supported-catalyst-like aggregates: chains of touching primary
     particles (log-normal diameters) grown by a random walk.
+
+:func:`random_fibers` (not a family of the synth stage) makes FiberForm-like
+felts of straight solid fibres, mostly in the y-x plane, for benchmarks and
+tests of the analysis on large pores.
 The ``solid_spheres`` family has two generators: porelab's (log-normal
 diameters, above) and, with ``generator="pumapy"``, NASA PuMA's own
 ``generate_random_spheres`` (one diameter, the median) when ``pumapy`` is
@@ -45,6 +49,7 @@ __all__ = [
     "pumapy_spheres",
     "pumapy_available",
     "generate",
+    "random_fibers",
 ]
 
 Family = Literal["solid_spheres", "pore_spheres", "blobs", "agglomerates"]
@@ -495,3 +500,64 @@ def generate(
             shape, porosity, median_nm, sigma, voxel_size_nm, seed, particles_per_aggregate=particles_per_aggregate
         )
     raise ValueError(f"structure family {family!r} is unknown; expected one of {', '.join(FAMILIES)}")
+
+
+def random_fibers(
+    shape: Sequence[int] = (150, 150, 150),
+    porosity: float = 0.9,
+    diameter_nm: float = 100.0,
+    voxel_size_nm: Sequence[float] = (10.0, 10.0, 10.0),
+    seed: int = 0,
+    *,
+    elevation_deg: float = 10.0,
+) -> Structure:
+    """A felt of straight solid fibres (cylinders of ``diameter_nm``) crossing the volume, like NASA's FiberForm.
+
+    Each fibre is a line through a uniform point of the volume, its direction
+    uniform in azimuth in the y-x plane and tilted out of it by a normal angle
+    of standard deviation ``elevation_deg``; fibres are added until the
+    porosity drops to ``porosity`` (the last one overshoots by at most one fibre).
+    A voxel is solid when its centre is within ``diameter_nm / 2`` of an axis.
+    """
+    shp, vs = _check_common(shape, porosity, voxel_size_nm)
+    if diameter_nm <= 0:
+        raise ValueError(f"diameter_nm must be > 0; got {diameter_nm}")
+    rng = np.random.default_rng(seed)
+    v = np.asarray(vs)
+    labels = np.ones(shp, np.uint8)
+    pore = labels.size
+    target = porosity * labels.size
+    rad = diameter_nm / 2
+    n = 0
+    while pore > target:
+        az = rng.uniform(0.0, 2 * math.pi)
+        el = math.radians(rng.normal(0.0, elevation_deg))
+        d = np.array([math.sin(el), math.cos(el) * math.sin(az), math.cos(el) * math.cos(az)])
+        p = rng.random(3) * (np.asarray(shp) - 1) * v  # a point of the axis (nm)
+        n += 1
+        ax = int(np.argmax(np.abs(d) / v * v.max()))
+        o1, o2 = (a for a in range(3) if a != ax)
+        ext = rad / max(abs(d[ax]), 1e-9) + v.max()  # half width of the fibre's section across a slice
+        for s in range(shp[ax]):
+            q = p + (s * v[ax] - p[ax]) / d[ax] * d  # the axis in slice s
+            lo1, hi1 = max(0, int((q[o1] - ext) // v[o1])), min(shp[o1], int((q[o1] + ext) // v[o1]) + 2)
+            lo2, hi2 = max(0, int((q[o2] - ext) // v[o2])), min(shp[o2], int((q[o2] + ext) // v[o2]) + 2)
+            if lo1 >= hi1 or lo2 >= hi2:
+                continue
+            g1 = (np.arange(lo1, hi1) * v[o1] - p[o1])[:, None]
+            g2 = (np.arange(lo2, hi2) * v[o2] - p[o2])[None, :]
+            gs = s * v[ax] - p[ax]
+            along = gs * d[ax] + g1 * d[o1] + g2 * d[o2]
+            inside = gs * gs + g1 * g1 + g2 * g2 - along * along <= rad * rad
+            idx: list[Any] = [0, 0, 0]
+            idx[ax], idx[o1], idx[o2] = s, slice(lo1, hi1), slice(lo2, hi2)
+            sub = labels[tuple(idx)]
+            pore -= int(sub[inside].sum())
+            sub[inside] = 0
+    return Structure(
+        labels=labels,
+        voxel_size_nm=vs,
+        family="fibers",
+        target_porosity=float(porosity),
+        params={"diameter_nm": float(diameter_nm), "elevation_deg": float(elevation_deg), "fibres": n, "seed": int(seed)},
+    )

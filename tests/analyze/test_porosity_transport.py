@@ -1,4 +1,4 @@
-"""Porosity maps, connectivity per axis, tortuosity, truth metrics and the measure() bundle."""
+"""Porosity maps, connectivity per axis, truth metrics and the measure() bundle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.analyze import measure
 from pipeline.analyze.porosity import porosity_stats
-from pipeline.analyze.transport import connectivity, geometric_tortuosity
+from pipeline.analyze.transport import connectivity
 from pipeline.analyze.truth import laplacian_smoothness, truth_metrics
 
 
@@ -31,19 +31,6 @@ def test_connectivity_of_a_straight_channel() -> None:
     assert c["connected_fraction"]["z"] == pytest.approx(80 / 84)
     assert c["connected_fraction"]["y"] == 0.0 and c["connected_fraction"]["x"] == 0.0
     assert c["components"] == 2
-
-
-def test_tortuosity_straight_and_winding() -> None:
-    p = np.zeros((30, 9, 9), bool)
-    p[:, 4, 4] = True
-    assert geometric_tortuosity(p, (1, 1, 1), axis=0) == pytest.approx(1.0)
-    assert np.isnan(geometric_tortuosity(p, (1, 1, 1), axis=1))
-    w = np.zeros((21, 30, 5), bool)  # a zigzag: along y, then down z, back along y...
-    for k in range(0, 21, 4):
-        w[k, 1:29, 2] = True
-    for k in range(0, 17, 4):
-        w[k : k + 5, 28 if (k // 4) % 2 == 0 else 1, 2] = True
-    assert geometric_tortuosity(w, (1, 1, 1), axis=0) > 5
 
 
 def test_truth_metrics_known_counts() -> None:
@@ -70,13 +57,34 @@ def test_smoothness_counts_flicker() -> None:
 def test_measure_bundle_on_a_ball() -> None:
     z, y, x = np.mgrid[:40, :40, :40]
     ball = (((z - 20) ** 2 + (y - 19.5) ** 2 + (x - 20.3) ** 2) <= 12.0**2).astype(np.uint8)
-    m = measure(ball, (2.0, 2.0, 2.0), truth=ball)
+    m = measure(ball, (2.0, 2.0, 2.0), truth=ball, tortuosity_method="both")
     assert m["porosity"]["porosity"] == pytest.approx(ball.mean())
     assert m["surface"]["area_nm2"] == pytest.approx(4 * np.pi * 24.0**2, rel=0.02)
     assert m["surface"]["specific_surface_per_nm"] == pytest.approx(m["surface"]["area_nm2"] / 80.0**3)
     assert m["psd"]["fit"]["median_nm"] < 48.5
     assert 2 * m["psd"]["r_max_nm"] == pytest.approx(48.0, abs=2.5)
     assert m["connectivity"]["connected_fraction"] == {"z": 0.0, "y": 0.0, "x": 0.0}
+    assert all(np.isinf(v["tau"]) for v in m["transport"]["pore"].values())  # a closed ball: no path
+    assert all(np.isnan(v) for v in m["transport"]["geometric"].values())
+    # the distribution's own median is the value that half the pore volume is below
+    counts, centres = np.asarray(m["psd"]["counts"]), np.diff(m["psd"]["edges_nm"]) / 2 + np.asarray(m["psd"]["edges_nm"][:-1])
+    below = counts[centres < m["psd"]["median_nm"]].sum()
+    assert below < counts.sum() / 2 <= below + counts[centres == m["psd"]["median_nm"]].sum()
     assert m["truth"]["iou_pore"] == 1.0 and m["truth"]["porosity_error"] == 0.0
     none = measure(np.zeros((8, 8, 8), np.uint8), (1, 1, 1), tortuosity=False)
-    assert "psd" in none["skipped"]
+    assert "psd" in none["skipped"] and "tortuosity" in none["skipped"] and "transport" not in none
+
+
+def test_measure_transport_limits_and_sub_volume() -> None:
+    lab = np.zeros((20, 16, 16), np.uint8)
+    lab[:, 2:6, 2:6] = 1  # a straight square channel along z
+    lab[:, 10, :] = 1  # a wall-to-wall plate
+    big = measure(lab, (1, 1, 1), transport_voxels=1000)
+    assert "transport" not in big and "transport_roi" in big["skipped"]["tortuosity"]
+    sub = measure(lab, (1, 1, 1), transport_voxels=1000, transport_roi=[(0, 10), (0, 8), (0, 8)], solid_tortuosity=True)
+    assert sub["transport"]["roi"] == [[0, 10], [0, 8], [0, 8]]
+    assert sub["transport"]["pore"]["z"]["tau"] == pytest.approx(1.0, rel=1e-4)
+    assert np.isinf(sub["transport"]["pore"]["y"]["tau"])
+    assert sub["transport"]["solid"]["y"]["tau"] > 1
+    with pytest.raises(ValueError, match="not inside the volume"):
+        measure(lab, (1, 1, 1), transport_roi=[(0, 30), (0, 8), (0, 8)])

@@ -1,4 +1,4 @@
-"""The ``analyze`` stage: porosity, pore sizes, specific surface, connectivity (and truth metrics) of a label volume.
+"""The ``analyze`` stage: porosity, pore sizes, specific surface, connectivity, transport (and truth metrics) of a label volume.
 
 Results go to ``<name>.json`` (files["metrics"]) and a summary to the
 manifest; the stage's main output is its input labels, passed on, so that
@@ -27,7 +27,12 @@ class Config(StageConfig):
     truth: str | None = Field(None, description="Ground-truth labels: an earlier stage's name or a .zarr path (relative to the job file).")
     block_shape: tuple[int, int, int] = Field((64, 64, 64), description="Block (z, y, x voxels) of the porosity map.")
     n_radii: int = Field(64, ge=2, le=1024, description="Most radii of the local-thickness sweep.")
-    tortuosity: bool = Field(True, description="Geometric tortuosity per axis (in memory, volumes up to 32 Mvoxel).")
+    tortuosity: bool = Field(True, description="Transport per axis (in memory, volumes up to 64 Mvoxel or transport_roi); false: recorded under skipped.")
+    tortuosity_method: Literal["factor", "geometric", "both"] = Field(
+        "factor", description="Tortuosity factor of steady diffusion (with effective diffusivity and MacMullin number), geometric tortuosity (shortest paths, cheaper), or both.")
+    solid_tortuosity: bool = Field(False, description="Also the tortuosity factor of the solid phase.")
+    transport_roi: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = Field(
+        None, description="Sub-volume [[z0, z1], [y0, y1], [x0, x1]] (voxels, end excluded) for the transport measures.")
     write_thickness: bool = Field(False, description="Also write the local-thickness volume (nm) as thickness.zarr.")
     baseline: str | None = Field(None, description="A baseline stage whose porosity and sweep spread go into the metrics beside the segmentation's.")
 
@@ -55,16 +60,25 @@ def write_json(path: Path, data: Any) -> Path:
 def summary(m: dict[str, Any]) -> dict[str, Any]:
     """The compact numbers of :func:`pipeline.analyze.measure` for manifest.json."""
     out: dict[str, Any] = {"porosity": m["porosity"]["porosity"], "porosity_block_std": m["porosity"]["per_block_std"]}
-    fit = m.get("psd", {}).get("fit")
+    psd = m.get("psd", {})
+    if "median_nm" in psd:
+        out.update(psd_median_nm=psd["median_nm"], psd_mean_nm=psd["mean_nm"])
+    fit = psd.get("fit")
     if fit:
-        out.update(psd_median_nm=fit["median_nm"], psd_sigma=fit["sigma"], psd_ks=fit["ks"], psd_r2_cdf=fit["r2_cdf"])
+        out.update(psd_fit_median_nm=fit["median_nm"], psd_fit_sigma=fit["sigma"], psd_fit_ks=fit["ks"],
+                   psd_fit_r2_cdf=fit["r2_cdf"], psd_fit_poor=fit["poor"])
     if "r_max_nm" in m.get("psd", {}):
         out["max_pore_diameter_nm"] = 2 * m["psd"]["r_max_nm"]
     out["specific_surface_per_nm"] = m["surface"]["specific_surface_per_nm"]
     if "connectivity" in m:
         out["connected_fraction"] = m["connectivity"]["connected_fraction"]
-    if "tortuosity" in m:
-        out["tortuosity"] = m["tortuosity"]
+    tr = m.get("transport") or {}
+    for phase in ("pore", "solid"):
+        if phase in tr:
+            out[f"{phase}_tortuosity_factor"] = {a: v["tau"] for a, v in tr[phase].items()}
+            out[f"{phase}_macmullin"] = {a: v["macmullin"] for a, v in tr[phase].items()}
+    if "geometric" in tr:
+        out["geometric_tortuosity"] = tr["geometric"]
     if "truth" in m:
         out["truth"] = m["truth"]
     if m.get("skipped"):
@@ -114,7 +128,9 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     probability = probability_of(src)
     try:
         m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
-                    thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None, probability=probability)
+                    tortuosity_method=cfg.tortuosity_method, solid_tortuosity=cfg.solid_tortuosity,
+                    transport_roi=cfg.transport_roi, thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None,
+                    probability=probability)
     except ValueError as exc:
         raise UserError(f"stage {ctx.name!r}: {exc}") from None
     files: dict[str, Path] = {}
