@@ -234,5 +234,6 @@ def summary_line(m: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _num(v: float) -> str:
-    return f"{v:.3f}" if np.isfinite(v) else "none (no path)"
+def _num(v: float | None) -> str:
+    # metrics read back from JSON hold null where the value was infinite (no path) or undefined
+    return f"{v:.3f}" if v is not None and np.isfinite(v) else "none (no path)"
