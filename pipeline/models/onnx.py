@@ -14,9 +14,10 @@ import uuid
 import warnings
 from pathlib import Path
 
+from pipeline.models.card import ModelCard
 from pipeline.models.folder import LoadedModel
 
-__all__ = ["OPSET", "onnx_path", "export_onnx", "onnxruntime_available"]
+__all__ = ["OPSET", "onnx_path", "export_onnx", "ensure_onnx", "onnxruntime_available"]
 
 OPSET = 17
 
@@ -41,11 +42,15 @@ def _writable(folder: Path) -> bool:
         return False
 
 
-def onnx_path(model: LoadedModel) -> Path:
-    """Where the ONNX copy of ``model`` is (or will be) kept."""
-    name = f"model-{model.card.weights_sha256[:16]}-opset{OPSET}.onnx"
-    folder = Path(model.folder)
-    if _writable(folder):
+def onnx_path(model: LoadedModel | None = None, *, folder: str | os.PathLike[str] | None = None,
+              card: ModelCard | None = None) -> Path:
+    """Where the ONNX copy of a model (``model``, or its ``folder`` and ``card``) is (or will be) kept."""
+    if model is not None:
+        folder, card = model.folder, model.card
+    assert folder is not None and card is not None
+    name = f"model-{card.weights_sha256[:16]}-opset{OPSET}.onnx"
+    folder = Path(folder)
+    if (folder / "onnx" / name).is_file() or _writable(folder):
         return folder / "onnx" / name
     cache = Path(os.environ.get("PORELAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "porelab")
     return cache / "onnx" / name
@@ -71,3 +76,17 @@ def export_onnx(model: LoadedModel) -> Path:
                           dynamic_axes={"x": axes, "logits": axes}, opset_version=OPSET, dynamo=False)
     os.replace(tmp, path)
     return path
+
+
+def ensure_onnx(folder: str | os.PathLike[str], card: ModelCard) -> Path:
+    """The ONNX copy of the model in ``folder``, exported first if missing; torch is imported only then.
+
+    Called once by whoever builds a segmentation graph, so that the workers
+    that run it open the ONNX file without importing torch at all.
+    """
+    path = onnx_path(folder=folder, card=card)
+    if path.is_file():
+        return path
+    from pipeline.models.folder import load_model
+
+    return export_onnx(load_model(folder))

@@ -232,6 +232,10 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
     folder_s = str(Path(folder).resolve())
     batch = batch_size or card.inference.batch_size
     rt = resolve_runtime(runtime, device)
+    if rt == "onnx":  # exported here, once: the workers then open it without importing torch
+        from pipeline.models.onnx import ensure_onnx
+
+        ensure_onnx(folder_s, card)
 
     def run(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         loc = block_info[0]["chunk-location"][1:]  # type: ignore[index]

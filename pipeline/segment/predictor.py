@@ -19,7 +19,7 @@ import numpy as np
 
 import numpy as np
 
-from pipeline.models.folder import LoadedModel, load_model
+from pipeline.models.folder import LoadedModel, load_model  # torch is imported only when a model is loaded
 
 __all__ = ["TorchPredictor", "OnnxPredictor", "cached_predictor", "flip_sets", "set_torch_threads", "model_loads",
            "resolve_runtime"]
@@ -27,7 +27,7 @@ __all__ = ["TorchPredictor", "OnnxPredictor", "cached_predictor", "flip_sets", "
 _CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 _LOCK = threading.Lock()
 _LOADS = [0]
-_SESSIONS: dict[tuple[str, str, str], Any] = {}
+_SESSIONS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -54,11 +54,11 @@ class OnnxPredictor:
     """As :class:`TorchPredictor`, run by ONNX Runtime on CPUs (an exported copy of the model, see
     :mod:`pipeline.models.onnx`); outputs equal torch's to float rounding."""
 
-    def __init__(self, model: LoadedModel, session: Any, *, tta: bool = False) -> None:
-        self.model = model
+    def __init__(self, card: Any, session: Any, *, tta: bool = False) -> None:
+        self.card = card
         self.session = session
-        self.slices = model.card.input.kind == "slices"
-        self.flips = flip_sets(model.card.inference.tta_axes) if tta else [()]
+        self.slices = card.input.kind == "slices"
+        self.flips = flip_sets(card.inference.tta_axes) if tta else [()]
         self.n_out = 2 if tta else 1
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -135,25 +135,37 @@ def resolve_runtime(runtime: str, device: str) -> str:
     return runtime
 
 
-def _onnx_session(model: LoadedModel, threads: int | None) -> Any:
+def _onnx_session(path: str, threads: int | None) -> Any:
     import onnxruntime as ort
-
-    from pipeline.models.onnx import export_onnx
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or 0)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(export_onnx(model)), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def cached_predictor(folder: str | os.PathLike[str], sha256: str, *, tta: bool = False, device: str = "cpu",
                      threads: int | None = None, runtime: str = "torch") -> TorchPredictor | OnnxPredictor:
     """The predictor of the model in ``folder``, loaded once per process, ``sha256``, runtime and threads.
 
-    ``runtime`` is ``torch`` or ``onnx`` (:func:`resolve_runtime`); an ONNX
-    session is made from a copy exported once from the weights.
+    ``runtime`` is ``torch`` or ``onnx`` (:func:`resolve_runtime`). An ONNX
+    session opens the copy exported once from the weights
+    (:func:`pipeline.models.onnx.ensure_onnx`); when it exists already, torch
+    is not imported at all (about 250 MiB less per worker).
     """
+    if runtime == "onnx":
+        from pipeline.models.folder import read_card
+        from pipeline.models.onnx import ensure_onnx
+
+        skey = (str(folder), sha256, f"onnx-{threads}")
+        with _LOCK:
+            entry = _SESSIONS.get(skey)
+            if entry is None:
+                card = read_card(folder)
+                entry = _SESSIONS[skey] = (card, _onnx_session(str(ensure_onnx(folder, card)), threads))
+                _LOADS[0] += 1
+        return OnnxPredictor(entry[0], entry[1], tta=tta)
     set_torch_threads(threads)
     key = (str(folder), sha256, device)
     with _LOCK:
@@ -162,12 +174,6 @@ def cached_predictor(folder: str | os.PathLike[str], sha256: str, *, tta: bool =
             model = load_model(folder, device=device)
             _CACHE[key] = model
             _LOADS[0] += 1
-        if runtime == "onnx":
-            skey = (str(folder), sha256, f"onnx-{threads}")
-            session = _SESSIONS.get(skey)
-            if session is None:
-                session = _SESSIONS[skey] = _onnx_session(model, threads)
-            return OnnxPredictor(model, session, tta=tta)
     return TorchPredictor(model, tta=tta, device=device)
 
 

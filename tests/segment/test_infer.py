@@ -121,3 +121,22 @@ def test_auto_runtime_is_onnx_on_cpus_where_installed() -> None:
     assert resolve_runtime("auto", "cpu") == "onnx"
     assert resolve_runtime("auto", "cuda") == "torch"
     assert resolve_runtime("torch", "cpu") == "torch"
+
+
+def test_onnx_workers_do_not_import_torch(model_factory) -> None:  # noqa: ANN001
+    import subprocess
+    import sys
+
+    from pipeline.models.onnx import ensure_onnx
+
+    folder = model_factory("slices", k=3)
+    ensure_onnx(folder, read_card(folder))
+    code = ("import sys, numpy as np\n"
+            "from pipeline.models.folder import read_card\n"
+            "from pipeline.segment.infer import predict_volume\n"
+            f"f = {str(folder)!r}\n"
+            "out = predict_volume(np.zeros((3, 32, 32), np.float32), f, read_card(f), runtime='onnx')\n"
+            "assert out.shape == (1, 3, 32, 32)\n"
+            "print('torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
