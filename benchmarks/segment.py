@@ -47,19 +47,8 @@ from pipeline.models.folder import read_card  # noqa: E402
 from pipeline.segment.infer import predict_dask, predict_volume  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
-def _peak_mib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from preprocess import _peak_mib, _reset_peak  # noqa: E402 - the peak-RSS probes all benchmarks use
 
 
 def rendered_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:

@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli._common import add_parser
+from pipeline.cli._common import add_parser, numbers
 
 __all__ = ["register"]
 
 
-def _voxel(text: str) -> list[float]:
-    try:
-        v = [float(t) for t in text.split(",")]
-    except ValueError:
-        v = []
-    if len(v) != 3 or min(v) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected three positive numbers Z,Y,X in nm")
-    return v
+_voxel = numbers(float, (3,), "Z,Y,X", " in nm")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

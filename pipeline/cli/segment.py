@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli._common import add_parser
+from pipeline.cli._common import add_parser, numbers
 
 __all__ = ["register"]
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        v = [int(t) for t in text.split(",")]
-    except ValueError:
-        v = []
-    if len(v) not in (2, 3) or min(v) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected Y,X (or Z,Y,X) in voxels")
-    return v
+_ints = numbers(int, (2, 3), "Y,X (or Z,Y,X)", " in voxels")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

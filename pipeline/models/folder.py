@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -117,23 +115,16 @@ def save_model(folder: str | os.PathLike[str], net: Any, card: ModelCard, *, ove
 
     from pipeline.models.nets import count_parameters
 
+    from pipeline.io.volume import atomic_dir
+
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise UserError(f"{folder}: already exists; pass --overwrite to replace it")
-    tmp = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(folder, overwrite=overwrite) as tmp:
+        tmp.mkdir()
         module = getattr(net, "module", net)
         save_file(state_dict_to_tensors(module.state_dict()), str(tmp / WEIGHTS), metadata={"format": "pt"})
         card = card.model_copy(update={"weights_sha256": file_sha256(tmp / WEIGHTS), "parameters": count_parameters(module)})
         (tmp / CARD).write_text(card.to_json() + "\n")
         (tmp / "README.md").write_text(card_markdown(card))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -9,10 +9,8 @@ complete, so a folder named ``epoch-NNNN`` is always whole.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +45,16 @@ def save_checkpoint(root: str | os.PathLike[str], epoch: int, *, net: Any, optim
 
     from pipeline.models.folder import WEIGHTS, state_dict_to_tensors
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / checkpoint_name(epoch)
-    tmp = root / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    from pipeline.io.volume import atomic_dir
+
+    final = Path(root) / checkpoint_name(epoch)
+    with atomic_dir(final, overwrite=True) as tmp:
+        tmp.mkdir()
         module = getattr(net, "module", net)
         save_file(state_dict_to_tensors(module.state_dict()), str(tmp / WEIGHTS))
         tensors, opt_json = _optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "epoch": int(epoch), "optimizer": opt_json}, default=float))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

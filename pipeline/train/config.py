@@ -104,6 +104,13 @@ class TrainSettings(_Strict):
                                                   description="Input preprocessing (denoise, normalize), as porelab preprocess.")
     model_name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Name in model.json (default: the stage's).")
 
+    def _check_sizes(self) -> None:
+        div = 2**self.net.depth
+        for name in ("patch", "tile"):
+            v = getattr(self, name)
+            if any(s % div for s in v):
+                raise ValueError(f"{name} {list(v)} must be a multiple of {div} (2 ** net.depth) in each axis")
+
 
 class Train2DSettings(TrainSettings):
     """A 2D (k = 1) or 2.5D (k = 3, 5) U-Net that segments grey slices."""
@@ -115,10 +122,7 @@ class Train2DSettings(TrainSettings):
 
     @model_validator(mode="after")
     def _sizes(self) -> Train2DSettings:
-        div = 2**self.net.depth
-        for name, v in (("patch", self.patch), ("tile", self.tile)):
-            if any(s % div for s in v):
-                raise ValueError(f"{name} {list(v)} must be a multiple of {div} (2 ** net.depth) in each axis")
+        self._check_sizes()
         return self
 
 
@@ -131,8 +135,5 @@ class Train3DSettings(TrainSettings):
 
     @model_validator(mode="after")
     def _sizes(self) -> Train3DSettings:
-        div = 2**self.net.depth
-        for name, v in (("patch", self.patch), ("tile", self.tile)):
-            if any(s % div for s in v):
-                raise ValueError(f"{name} {list(v)} must be a multiple of {div} (2 ** net.depth) in each axis")
+        self._check_sizes()
         return self

@@ -72,12 +72,12 @@ def test_an_output_folder_that_holds_something_else_is_refused(tmp_path: Path, m
 
 @pytest.mark.parametrize("extra,match", [
     ([], "pass --voxel-size"),
-    (["--voxel-size", "10,10"], "three positive numbers"),
+    (["--voxel-size", "10,10"], "expected 3 positive numbers"),
     (["--voxel-size", "10,10,10", "--angle", "120"], "expected degrees"),
 ])
 def test_bad_options_are_one_sentence(tmp_path: Path, model_factory, capsys, extra, match) -> None:  # noqa: ANN001
     stack, _ = _stack(tmp_path)
-    with pytest.raises(SystemExit) if "three" in match else _nothing():
+    with pytest.raises(SystemExit) if "expected 3" in match else _nothing():
         code = main(["analyze", str(stack), "--model", str(model_factory("slices")), "--refine-model", "none",
                      "--out", str(tmp_path / "o"), *extra])
         assert code == 2
