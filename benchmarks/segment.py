@@ -83,13 +83,20 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
     print(f"inference: model {card.name} ({card.parameters:,} parameters, {card.input.slices} slices, tile "
           f"{card.inference.tile}, overlap {card.inference.overlap}), volume {shape}, {cores} cores")
     torch.set_num_threads(cores)
-    predict_volume(vol[: card.input.slices + 1], model, card, threads=cores)  # warm-up (model load, oneDNN kernels)
-    _reset_peak()
-    t0 = time.perf_counter()
-    ref = predict_volume(vol, model, card, threads=cores)
-    base = time.perf_counter() - t0
-    print(f"  baseline (in-process batched torch loop, {cores} threads): {vox / base / 1e6:.3f} Mvox/s "
-          f"({base:.1f} s), peak RSS {_peak_mib():.0f} MiB")
+    timings = {}
+    for runtime in ("torch", "onnx"):
+        predict_volume(vol[: card.input.slices + 1], model, card, threads=cores, runtime=runtime)  # warm-up
+        _reset_peak()
+        t0 = time.perf_counter()
+        out = predict_volume(vol, model, card, threads=cores, runtime=runtime)
+        timings[runtime] = time.perf_counter() - t0
+        if runtime == "torch":
+            ref = out
+        print(f"  in-process batched {'torch eager' if runtime == 'torch' else 'ONNX Runtime'} loop, {cores} threads: "
+              f"{vox / timings[runtime] / 1e6:.3f} Mvox/s ({timings[runtime]:.1f} s), peak RSS {_peak_mib():.0f} MiB, "
+              f"max |diff| to torch {float(np.abs(out - ref).max()):.1e}")
+    base = timings["torch"]
+    print(f"  ONNX Runtime / torch eager: {timings['torch'] / timings['onnx']:.2f}x (baseline below: torch eager)")
     src = write_volume(as_volume(vol, (10.0, 10.0, 10.0)), tmp / "in.zarr")
     with dask_client(n_workers=workers, threads_per_worker=1, memory_limit="3GiB", local_directory=tmp / "dask") as client:
         threads = threads_per_task(client)
@@ -102,7 +109,7 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
         gathered = time.perf_counter() - t0
         peaks = list(client.run(_peak_mib).values())
         diff = float(np.abs(out - ref).max())
-        print(f"  dask path, {workers} workers x {threads} torch thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
+        print(f"  dask path (ONNX Runtime), {workers} workers x {threads} thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
               f"({gathered:.1f} s) = {base / gathered:.2f}x baseline; max |diff| {diff:.1e}; peak RSS per worker "
               + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
         from pipeline.engine.blocks import store_blocks
