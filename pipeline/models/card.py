@@ -36,6 +36,7 @@ class Architecture(_Strict):
     norm: Literal["batch", "instance", "group", "none"] = "batch"
     max_features: int = Field(256, ge=1, le=4096)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    residual_channel: int | None = Field(None, ge=0, le=63, description="Input channel whose logit is added to the output (refinement).")
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the network class (everything but ``name``)."""

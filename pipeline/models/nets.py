@@ -79,6 +79,10 @@ class UNet(nn.Module):
         Cap of the channels per level.
     dropout : float
         Channel dropout after the bottleneck block (0 = none).
+    residual_channel : int or None
+        Refinement: the logit of this input channel (a probability) is added
+        to the output, and the head starts at zero, so that an untrained
+        network returns that probability and training learns corrections to it.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class UNet(nn.Module):
         norm: Norm = "batch",
         max_features: int = 256,
         dropout: float = 0.0,
+        residual_channel: int | None = None,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
@@ -109,6 +114,12 @@ class UNet(nn.Module):
             _DoubleConv(dims, widths[i + 1] + widths[i], widths[i], norm, 0.0) for i in reversed(range(depth))
         )
         self.head = (nn.Conv2d if dims == 2 else nn.Conv3d)(widths[0], out_channels, 1)
+        if residual_channel is not None:
+            if not 0 <= residual_channel < in_channels:
+                raise ValueError(f"residual_channel {residual_channel} is not one of the {in_channels} input channels")
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        self.residual_channel = residual_channel
         self._pool: Callable[..., torch.Tensor] = F.max_pool2d if dims == 2 else F.max_pool3d
         self._mode = "bilinear" if dims == 2 else "trilinear"
 
@@ -118,6 +129,7 @@ class UNet(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inp = x
         skips: list[torch.Tensor] = []
         for i, enc in enumerate(self.encoders):
             if i:
@@ -129,7 +141,12 @@ class UNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[2:], mode=self._mode, align_corners=False)
             x = dec(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        out = self.head(x)
+        if self.residual_channel is not None:
+            c = self.residual_channel
+            p = inp[:, c : c + 1].clamp(1e-4, 1 - 1e-4)
+            out = out + torch.log(p) - torch.log1p(-p)
+        return out
 
 
 #: Network names a ``model.json`` may use, and the class each builds.

@@ -130,6 +130,8 @@ class Train3DSettings(TrainSettings):
     """A 3D U-Net that refines the stacked 2D pore probabilities, with the grey image as a second channel."""
 
     probability: str = Field(description="The 2D model's probabilities of the dataset: an earlier segment stage's name or a .zarr path.")
+    residual: bool = Field(True, description="Start from the 2D probability and learn corrections to it (its logit is "
+                           "added to the output; the head starts at zero), rather than from nothing.")
     patch: tuple[int, int, int] = Field((32, 64, 64), description="Training patch (z, y, x) in voxels.")
     tile: tuple[int, int, int] = Field((32, 96, 96), description="Inference tile (z, y, x) in voxels.")
 

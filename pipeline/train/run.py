@@ -100,7 +100,8 @@ def model_card(settings: TrainSettings, *, name: str, view: Any, dataset: Path, 
     else:
         k = 1 if vol else int(settings.slices)  # type: ignore[attr-defined]
         arch = Architecture(dims=3 if vol else 2, in_channels=2 if vol else k, features=net.features, depth=net.depth,
-                            norm=net.norm, max_features=net.max_features, dropout=net.dropout)
+                            norm=net.norm, max_features=net.max_features, dropout=net.dropout,
+                            residual_channel=0 if vol and settings.residual else None)  # type: ignore[attr-defined]
         preprocess = settings.preprocess
     if vol:
         channels = ["probability", "image"]

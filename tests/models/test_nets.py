@@ -56,3 +56,13 @@ def test_registry_builds_by_name_and_refuses_anything_else() -> None:
         build_network({"name": "unet", "colour": "red"})
     with pytest.raises(ValueError, match="dims must be 2 or 3"):
         UNet(dims=4)
+
+
+def test_a_residual_refinement_starts_from_its_input_probability() -> None:
+    net = UNet(dims=3, in_channels=2, features=4, depth=2, residual_channel=0).eval()
+    x = torch.rand(1, 2, 8, 16, 16) * 0.98 + 0.01
+    with torch.no_grad():
+        p = torch.sigmoid(net(x))
+    assert torch.allclose(p[:, 0], x[:, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="residual_channel"):
+        UNet(dims=3, in_channels=2, residual_channel=2)
