@@ -20,10 +20,12 @@ def _synthetic(z: int, n: int) -> da.Array:
         (z0, z1), (y0, y1), (x0, x1) = block_info[None]["array-location"]
         import scipy.ndimage as ndi
 
-        f = ndi.gaussian_filter(np.random.default_rng(z0).standard_normal((z1 - z0, y1 - y0, x1 - x0)), (1, 3, 3))
+        noise = np.random.default_rng(z0).standard_normal((z1 - z0, y1 - y0, x1 - x0), dtype=np.float32)
+        f = ndi.gaussian_filter(noise, (1, 3, 3))
         return np.clip(0.3 + 0.5 * (f > 0) + 0.05 * f, 0, 1).astype(np.float32)
 
-    return da.map_blocks(block, dtype=np.float32, chunks=((32,) * (z // 32), (n,), (n,)))
+    # small blocks: the input is made on the same 384 MiB worker that will segment it
+    return da.map_blocks(block, dtype=np.float32, chunks=((8,) * (z // 8), (n,), (n,)))
 
 
 @pytest.mark.slow
@@ -40,7 +42,7 @@ def test_segment_out_of_core(tmp_path, model_factory) -> None:  # noqa: ANN001
     model = model_factory("slices", k=3, features=4, depth=2, tile=(256, 256))
     with dask_client(n_workers=WORKERS, memory_limit=LIMIT, local_directory=tmp_path / "dask") as client:
         pids = client.run(lambda: __import__("os").getpid())
-        write_volume(as_volume(_synthetic(z, n), [10, 5, 5]), tmp_path / "grey.zarr")
+        write_volume(as_volume(_synthetic(z, n), [10, 5, 5]), tmp_path / "grey.zarr", chunks=(8, 512, 512))
         vol = open_volume(tmp_path / "grey.zarr")
         assert vol.nbytes >= 4 * WORKERS * LIMIT
         opts = SegmentOptions(model=model, threads=threads_per_task(client), budget_bytes=worker_memory(client) // 5)
