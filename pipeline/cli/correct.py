@@ -47,8 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--illumination-scope", choices=["slice", "volume"], default="slice", help="one background per slice or per volume")
     p.add_argument("--illumination-mode", choices=["divide", "subtract"], default="divide", help="how the background is removed")
     p.add_argument("--no-drift", action="store_true", help="skip slice alignment")
-    p.add_argument("--drift-lags", type=int, default=1, metavar="N", help="compare each slice with N previous ones (default 1)")
-    p.add_argument("--drift-smooth", type=int, default=5, metavar="SLICES", help="Savitzky-Golay window over the drift (default 5, <3 off)")
+    p.add_argument("--drift-lags", type=int, default=2, metavar="N", help="compare each slice with N previous ones (default 2)")
+    p.add_argument("--drift-smooth", type=int, default=0, metavar="SLICES", help="Savitzky-Golay window over the drift (default 0: off, <3 off)")
+    p.add_argument("--drift-threshold", type=float, default=5.0, metavar="K",
+                   help="steps under K noise levels are not corrected (default 5, 0 keeps all)")
+    p.add_argument("--no-parallax", action="store_true", help="do not remove shine-through parallax from the y drift")
     p.add_argument("--roi", choices=["auto", "none"], default="auto", help="crop to data on every slice (auto) or keep all")
     p.add_argument("--roi-box", type=_box, default=None, metavar="Z0,Z1,Y0,Y1,X0,X1", help="explicit crop box in voxels (after tilt)")
     p.add_argument("--keep-dtype", action="store_true", help="round back to the input's integer type")
@@ -74,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
             destripe={"enabled": not args.no_destripe, "width": args.stripe_width},
             illumination={"enabled": not args.no_illumination, "method": args.illumination,
                           "scope": args.illumination_scope, "mode": args.illumination_mode},
-            drift={"enabled": not args.no_drift, "lags": args.drift_lags, "smooth_window": args.drift_smooth},
+            drift={"enabled": not args.no_drift, "lags": args.drift_lags, "smooth_window": args.drift_smooth,
+                   "step_threshold": args.drift_threshold, "parallax": not args.no_parallax},
             roi={"mode": "box" if args.roi_box else args.roi, "box": args.roi_box},
             output_dtype="input" if args.keep_dtype else "float32",
         )

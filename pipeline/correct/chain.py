@@ -10,7 +10,9 @@ Diagnostics stored in the output attrs (for the report):
 
 * ``drift_px``: (z, 2) ``[dy, dx]`` of each slice relative to slice 0, px
   (after tilt resampling), the applied correction is ``-(drift_px - drift_reference_px)``;
-* ``drift_measured_px``: (z, 2) the raw least-squares trajectory before smoothing;
+* ``drift_measured_px``: (z, 2) the raw least-squares trajectory before cleaning and smoothing;
+* ``drift_cleaning``: the parallax found (px per slice removed from y), the probe's excess
+  rate, the step thresholds (px) and the share of steps kept (:func:`pipeline.correct.drift.clean_drift`);
 * ``drift_confidence``: (z,) peak-to-sidelobe ratio of each slice's step (0 for slice 0);
 * ``drift_reference_px``: [dy, dx] subtracted (median of the trajectory);
 * ``illumination_relative_range``: (z, 2) min and max of each slice's
@@ -32,7 +34,15 @@ import xarray as xr
 
 from pipeline.backend import to_numpy
 from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask
-from pipeline.correct.drift import apply_shifts_dask, estimate_pairs_dask, smooth_drift, solve_drift
+from pipeline.correct.drift import (
+    apply_shifts_dask,
+    clean_drift,
+    estimate_pairs_dask,
+    parallax_probe,
+    smooth_drift,
+    solve_drift,
+    step_noise,
+)
 from pipeline.correct.illumination import (
     _surface,
     correct_illumination_dask,
@@ -100,15 +110,25 @@ class IlluminationParams:
 
 @dataclass
 class DriftParams:
-    """Drift: phase correlation against ``lags`` previous slices, least squares, Savitzky-Golay ``smooth_window``."""
+    """Drift: phase correlation against ``lags`` previous slices, least squares, then :func:`clean_drift`.
+
+    ``parallax``: a steady y step that a lag-``parallax_lag`` probe shows to be
+    shine-through parallax is removed; ``step_threshold``: steps under that
+    many noise levels (from the lag-1 / lag-2 closure) are set to 0 (0: off);
+    ``smooth_window``: Savitzky-Golay window after that (< 3 off; it spreads
+    real jumps over the window).
+    """
 
     enabled: bool = True
-    lags: int = 1
+    lags: int = 2
     upsample: int = 50
     highpass_px: float = 16.0
     min_confidence: float = 5.0
     max_step_px: float | None = None
-    smooth_window: int = 5
+    smooth_window: int = 0
+    step_threshold: float = 5.0
+    parallax: bool = True
+    parallax_lag: int = 4
 
 
 @dataclass
@@ -230,7 +250,10 @@ def correct_volume(
     if drift.enabled and data.shape[0] > 1:
         pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px)
         measured, used = solve_drift(pairs, min_confidence=drift.min_confidence, max_step_px=drift.max_step_px)
-        smooth = smooth_drift(measured, drift.smooth_window)
+        probe = parallax_probe(data, measured, drift.parallax_lag, highpass_px=drift.highpass_px) if drift.parallax else None
+        cleaned, info = clean_drift(measured, step_noise(pairs), threshold=drift.step_threshold, parallax=probe)
+        attrs["drift_cleaning"] = info
+        smooth = smooth_drift(cleaned, drift.smooth_window)
         reference = np.median(smooth, axis=0)
         shifts = -(smooth - reference)
         attrs["drift_px"] = np.round(smooth, 4).tolist()

@@ -45,12 +45,15 @@ class Illumination(Strict):
 
 class Drift(Strict):
     enabled: bool = Field(True, description="Align slices by phase correlation.")
-    lags: int = Field(1, ge=1, le=8, description="Compare each slice with this many previous slices.")
+    lags: int = Field(2, ge=1, le=8, description="Compare each slice with this many previous slices (2 also measures the step noise).")
     upsample: int = Field(50, ge=1, le=1000, description="Sub-pixel resolution 1/upsample px.")
     highpass_px: float = Field(16.0, ge=0, description="Gaussian background removed before correlating, px.")
     min_confidence: float = Field(5.0, ge=0, description="Peak-to-sidelobe ratio under which a pair is ignored.")
     max_step_px: float | None = Field(None, gt=0, description="Longer steps per slice are ignored.")
-    smooth_window: int = Field(5, ge=0, le=101, description="Savitzky-Golay window over the trajectory (slices; <3 off).")
+    smooth_window: int = Field(0, ge=0, le=101, description="Savitzky-Golay window over the trajectory (slices; <3 off).")
+    step_threshold: float = Field(5.0, ge=0, le=100, description="Steps under this many noise levels are set to 0 (0: keep all).")
+    parallax: bool = Field(True, description="Remove a steady y step that a long-lag probe shows to be shine-through parallax.")
+    parallax_lag: int = Field(4, ge=2, le=64, description="Lag in slices of the parallax probe.")
 
 
 class Roi(Strict):
