@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python benchmarks/segment.py [--model DIR] [--shape 48,512,512] [--workers 2]
       [--skip-inference] [--skip-training] [--accuracy]
+      [--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr [--refine DIR] [--samples 8]]
 
 What is measured:
 
@@ -16,6 +17,11 @@ What is measured:
     worker, and seconds per Gvox extrapolated for a whole stack.
 * training (``--skip-training`` to leave out): samples/s of 2 Ray Train
   workers against 1 on the same dataset and settings (second epoch).
+* overlap (``--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr --model DIR
+  [--refine DIR]``): the test split segmented at each tile overlap (2D, then
+  the 3D refinement at its own default), accuracy, pore IoU and porosity
+  error against the labels, and Mvox/s of each, against the overlap the
+  model card names (the baseline of that table);
 * accuracy (``--accuracy``): runs ``jobs/ablation.yaml`` (2D, 2.5D k = 3, 5,
   each with and without 3D refinement, against the threshold baseline on the
   test split) and prints its table. Long: see the job file.
@@ -159,6 +165,51 @@ def bench_training(tmp: Path, dataset: Path | None) -> None:
           f"against 1 worker x {cores} CPUs (torch threads): {two / rates[(1, cores)]:.2f}x")
 
 
+def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: list[float], samples: int) -> None:
+    """Accuracy and speed of the test split segmented at each tile overlap."""
+    import zarr
+
+    from pipeline.analyze.confusion import counts, summarize
+    from pipeline.segment.dataset import select_rows
+    from pipeline.train.data import prepare_image
+
+    card = read_card(model)
+    rcard = read_card(refine) if refine is not None else None
+    cores = len(os.sched_getaffinity(0))
+    rows = select_rows(dataset, ["test"])[:samples]
+    images, labels = zarr.open_array(dataset / "image", mode="r"), zarr.open_array(dataset / "labels", mode="r")
+    data = [(prepare_image(np.asarray(images[i]), card.input.preprocess), np.asarray(labels[i])) for i in rows]
+    vox = sum(img.size for img, _ in data)
+    print(f"overlap: {len(rows)} test stacks of {dataset.name} ({vox / 1e6:.1f} Mvox), model {card.name} "
+          f"(card overlap {card.inference.overlap}), refinement {rcard.name if rcard else 'none'}, {cores} threads")
+    print(f"  {'overlap':>8} {'2D s':>7} {'Mvox/s':>7} {'acc %':>6} {'IoU pore %':>10} {'por. err':>8}"
+          + (f" | {'3D s':>6} {'Mvox/s':>7} {'acc %':>6} {'IoU pore %':>10} {'por. err':>8}" if rcard else ""))
+    rows_out = {}
+    for ov in [card.inference.overlap, *[o for o in overlaps if o != card.inference.overlap]]:
+        c2 = c3 = 0
+        t2 = t3 = 0.0
+        for img, lab in data:
+            t0 = time.perf_counter()
+            p = predict_volume(img, model, card, overlap=ov, threads=cores)[0]
+            t2 += time.perf_counter() - t0
+            c2 = c2 + counts(p, lab)
+            if rcard is not None:
+                t0 = time.perf_counter()
+                q = predict_volume(np.stack([p, img]), refine, rcard, threads=cores)[0]
+                t3 += time.perf_counter() - t0
+                c3 = c3 + counts(q, lab)
+        m2 = summarize(c2)
+        line = (f"  {ov:>8.3f} {t2:>7.1f} {vox / t2 / 1e6:>7.2f} {100 * m2['accuracy']:>6.2f} {100 * m2['iou_pore']:>10.2f} "
+                f"{m2['porosity_abs_error']:>8.4f}")
+        if rcard is not None:
+            m3 = summarize(c3)
+            line += (f" | {t3:>6.1f} {vox / t3 / 1e6:>7.2f} {100 * m3['accuracy']:>6.2f} {100 * m3['iou_pore']:>10.2f} "
+                     f"{m3['porosity_abs_error']:>8.4f}")
+        rows_out[ov] = (t2, m2)
+        print(line + ("   (card default: baseline)" if ov == card.inference.overlap else
+                      f"   {rows_out[card.inference.overlap][0] / t2:.2f}x the default's speed"))
+
+
 def bench_accuracy() -> None:
     job = REPO / "jobs" / "ablation.yaml"
     subprocess.run([sys.executable, "-m", "pipeline", "run", str(job)], check=True, cwd=REPO)
@@ -178,6 +229,9 @@ def main() -> None:
     ap.add_argument("--skip-inference", action="store_true")
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--accuracy", action="store_true", help="also run jobs/ablation.yaml (long) and print its table")
+    ap.add_argument("--overlaps", default=None, help="tile overlaps to compare on --dataset's test split, e.g. 0,0.125,0.25,0.5")
+    ap.add_argument("--refine", type=Path, default=None, help="3D refinement model for --overlaps")
+    ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="porelab-bench-segment-", dir=os.environ.get("PORELAB_CACHE")))
     try:
@@ -186,6 +240,10 @@ def main() -> None:
             bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp)  # type: ignore[arg-type]
         if not args.skip_training:
             bench_training(tmp, args.dataset)
+        if args.overlaps:
+            if args.model is None or args.dataset is None:
+                ap.error("--overlaps needs --model and --dataset")
+            bench_overlap(args.model, args.refine, args.dataset, [float(v) for v in args.overlaps.split(",")], args.samples)
         if args.accuracy:
             bench_accuracy()
     finally:
