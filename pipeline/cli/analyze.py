@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a FIB-SEM stack end to end: correct, segment with the shipped U-Nets, measure, mesh, report",
         description=(
             "Run the whole method on STACK (a multi-page TIFF, a folder of slices, a .npy or a zarr store; one image is\n"
-            "one slice): ingest -> correct (tilt, curtaining, illumination, drift, ROI) -> preprocess -> segment (2D / 2.5D\n"
+            "one slice): ingest -> correct (tilt, curtaining, drift, ROI) -> preprocess -> segment (2D / 2.5D\n"
             "U-Net) -> refine (3D U-Net) -> baseline (threshold method, for the spread it removes) -> measure ->\n"
             "mesh -> report, out of core on a local Dask cluster. It is a job (DIR/job.yaml) and DIR a run folder:\n"
             "run it again and finished steps are skipped. DIR gets mask.zarr (uint8, 1 = pore, in the corrected\n"
