@@ -152,7 +152,7 @@ def main() -> None:
             print(f"{s['name']:<14}{sec:>10.1f}{mvox / sec if sec else float('nan'):>10.2f}{sec / steps:>8.1%}{peak:>14.0f}{flag}")
         slowest = max(stages, key=lambda s: s.get("seconds", 0.0))
         print(f"whole pipeline: {total_s:.0f} s, {mvox / total_s:.2f} Mvox/s; tifffile read (baseline): {read_s:.1f} s, "
-              f"{mvox / read_s:.0f} Mvox/s; ratio pipeline / read = {read_s / total_s:.4f}")
+              f"{mvox / read_s:.0f} Mvox/s; ratio pipeline / read = {read_s / total_s:.2e}")
         print(f"slowest step: {slowest['name']} ({slowest.get('seconds', 0.0) / steps:.0%} of the time); "
               f"seconds per Gvox: {total_s / mvox * 1000:.0f}")
         print(f"peak RSS of a worker: {max(peaks.values(), default=0) / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB)")
