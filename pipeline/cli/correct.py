@@ -43,7 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-destripe", action="store_true", help="skip curtaining removal")
     p.add_argument("--stripe-width", type=int, default=15, metavar="PX", help="median window across x (default 15)")
     p.add_argument("--no-illumination", action="store_true", help="skip background removal")
-    p.add_argument("--illumination", choices=["poly", "gaussian"], default="poly", help="background model (default poly)")
+    p.add_argument("--illumination", choices=["robust", "poly", "gaussian"], default="robust",
+                   help="background model (default robust: log-space surface on the bright phase, only its significant part)")
+    p.add_argument("--illumination-window", type=int, default=51, metavar="SLICES",
+                   help="robust: smooth the background along z over this many slices (default 51; 0: one per volume)")
+    p.add_argument("--illumination-significance", type=float, default=3.0, metavar="K",
+                   help="robust: terms under K standard errors are shrunk away (default 3, 0 keeps all)")
     p.add_argument("--illumination-scope", choices=["slice", "volume"], default="slice", help="one background per slice or per volume")
     p.add_argument("--illumination-mode", choices=["divide", "subtract"], default="divide", help="how the background is removed")
     p.add_argument("--no-drift", action="store_true", help="skip slice alignment")
@@ -76,7 +81,8 @@ def _run(args: argparse.Namespace) -> int:
             tilt={"enabled": not args.no_tilt, "angle_deg": args.tilt_angle, "resample": not args.tilt_metadata_only},
             destripe={"enabled": not args.no_destripe, "width": args.stripe_width},
             illumination={"enabled": not args.no_illumination, "method": args.illumination,
-                          "scope": args.illumination_scope, "mode": args.illumination_mode},
+                          "scope": args.illumination_scope, "mode": args.illumination_mode,
+                          "window": args.illumination_window, "significance": args.illumination_significance},
             drift={"enabled": not args.no_drift, "lags": args.drift_lags, "smooth_window": args.drift_smooth,
                    "step_threshold": args.drift_threshold, "parallax": not args.no_parallax},
             roi={"mode": "box" if args.roi_box else args.roi, "box": args.roi_box},

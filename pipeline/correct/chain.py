@@ -49,6 +49,7 @@ from pipeline.correct.illumination import (
     estimate_backgrounds_dask,
     fit_background,
     poly_terms,
+    smooth_coefficients,
 )
 from pipeline.correct.roi import check_box, valid_box
 from pipeline.correct.tilt import tilt_correct_dask, tilt_scale, tilt_voxel_size
@@ -98,14 +99,24 @@ class DestripeParams:
 
 @dataclass
 class IlluminationParams:
-    """Background removal: ``poly`` surface of ``degree`` or ``gaussian`` blur; per ``slice`` or ``volume``."""
+    """Background removal (:mod:`pipeline.correct.illumination`).
+
+    ``robust`` (default): a log-space polynomial of ``degree`` fitted to each
+    slice's bright phase, smoothed along z over ``window`` slices and shrunk
+    to the terms significant at ``significance`` standard errors (a stack
+    without a gradient is left alone). ``poly``: a linear-space polynomial
+    fitted to every pixel; ``gaussian``: a blur. Per ``slice`` or one per
+    ``volume``.
+    """
 
     enabled: bool = True
-    method: Literal["poly", "gaussian"] = "poly"
+    method: Literal["robust", "poly", "gaussian"] = "robust"
     degree: int = 2
     sigma_fraction: float = 0.125
     scope: Literal["slice", "volume"] = "slice"
     mode: Literal["divide", "subtract"] = "divide"
+    window: int = 51
+    significance: float = 3.0
 
 
 @dataclass
@@ -154,17 +165,45 @@ def slab_depth(shape: tuple[int, ...], slab_mb: float = 32.0) -> int:
     return int(max(1, min(int(shape[0]), slab_mb * 1e6 // max(per, 1))))
 
 
-def _illumination_diagnostics(coefs: np.ndarray, shape: tuple[int, int], degree: int) -> tuple[list[list[float]], list[list[float]]]:
+def _illumination_diagnostics(
+    coefs: np.ndarray, shape: tuple[int, int], degree: int, log: bool = False
+) -> tuple[list[list[float]], list[list[float]]]:
     small = (min(16, shape[0]), min(16, shape[1]))
     rng_rows = []
     mean_map = np.zeros(small)
     for c in coefs:
-        s = _surface(c, small, np, degree)
+        s = _surface(c, small, np, degree, log=log)
         m = float(s.mean()) or 1.0
         rng_rows.append([float(s.min() / m), float(s.max() / m)])
         mean_map += s / m
     mean_map /= max(len(coefs), 1)
     return rng_rows, np.round(mean_map, 5).tolist()
+
+
+def _correct_illumination(data: da.Array, p: IlluminationParams) -> tuple[da.Array, dict[str, Any]]:
+    """The illumination step on a lazy stack: coefficients estimated out of core, then applied lazily."""
+    attrs: dict[str, Any] = {}
+    coefs = None
+    if p.method in ("robust", "poly"):
+        log = p.method == "robust"
+        if p.scope == "volume" and not log:
+            mean_img = to_numpy(data.mean(axis=0).compute())
+            coefs = np.repeat(fit_background(mean_img, p.degree)[None], data.shape[0], axis=0)
+        else:
+            coefs = estimate_backgrounds_dask(data, p.degree, p.method)
+        if log:
+            coefs, info = smooth_coefficients(coefs, 0 if p.scope == "volume" else p.window, p.significance)
+            attrs["illumination_fit"] = {**info, "terms": [list(t) for t in poly_terms(p.degree)]}
+        rr, mp = _illumination_diagnostics(coefs, data.shape[1:], p.degree, log=log)
+        attrs["illumination_relative_range"] = rr
+        attrs["illumination_map"] = mp
+        attrs["illumination_terms"] = [list(t) for t in poly_terms(p.degree)]
+    elif p.scope == "volume":
+        raise ValueError("illumination scope 'volume' needs method 'robust' or 'poly'")
+    out = correct_illumination_dask(
+        data, p.method, degree=p.degree, sigma_fraction=p.sigma_fraction, mode=p.mode, coefficients=coefs
+    )
+    return out, attrs
 
 
 def correct_volume(
@@ -225,27 +264,8 @@ def correct_volume(
         attrs["stripe_rms"] = [float(round(v, 5)) for v in np.sqrt(np.mean(offsets**2, axis=1))]
         data = apply_offsets_dask(data, offsets, destripe.method)
     if illumination.enabled:
-        coefs = None
-        if illumination.method == "poly":
-            if illumination.scope == "volume":
-                mean_img = to_numpy(data.mean(axis=0).compute())
-                coefs = np.repeat(fit_background(mean_img, illumination.degree)[None], data.shape[0], axis=0)
-            else:
-                coefs = estimate_backgrounds_dask(data, illumination.degree)
-            rr, mp = _illumination_diagnostics(coefs, data.shape[1:], illumination.degree)
-            attrs["illumination_relative_range"] = rr
-            attrs["illumination_map"] = mp
-            attrs["illumination_terms"] = [list(t) for t in poly_terms(illumination.degree)]
-        elif illumination.scope == "volume":
-            raise ValueError("illumination scope 'volume' needs method 'poly'")
-        data = correct_illumination_dask(
-            data,
-            illumination.method,
-            degree=illumination.degree,
-            sigma_fraction=illumination.sigma_fraction,
-            mode=illumination.mode,
-            coefficients=coefs,
-        )
+        data, illum_attrs = _correct_illumination(data, illumination)
+        attrs.update(illum_attrs)
     shifts = np.zeros((data.shape[0], 2))
     if drift.enabled and data.shape[0] > 1:
         pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px)

@@ -36,11 +36,19 @@ class Destripe(Strict):
 
 class Illumination(Strict):
     enabled: bool = Field(True, description="Remove a smooth background.")
-    method: Literal["poly", "gaussian"] = Field("poly", description="Polynomial surface or gaussian blur background.")
+    method: Literal["robust", "poly", "gaussian"] = Field(
+        "robust",
+        description="robust: log-space polynomial on the bright phase, smoothed along z, only its significant terms; "
+        "poly: polynomial fitted to every pixel; gaussian: a blur.",
+    )
     degree: int = Field(2, ge=0, le=6, description="Degree of the polynomial surface.")
     sigma_fraction: float = Field(0.125, gt=0, le=1, description="Gaussian sigma as a fraction of the slice size.")
     scope: Literal["slice", "volume"] = Field("slice", description="One background per slice or one for the volume (poly).")
     mode: Literal["divide", "subtract"] = Field("divide", description="Divide (multiplicative shading) or subtract.")
+    window: int = Field(51, ge=0, le=100001, description="robust: slices the background is smoothed over along z (0 or 1: one per volume).")
+    significance: float = Field(
+        3.0, ge=0, le=100, description="robust: terms weaker than this many standard errors are shrunk away (0 keeps all)."
+    )
 
 
 class Drift(Strict):
