@@ -104,14 +104,15 @@ def segmentations(vol: Any, unet: bool) -> dict[str, np.ndarray]:
 
 def run_case(index: int, seed: int, shape: tuple[int, int, int], unet: bool, correct_overrides: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows (stack, family, method, way, metrics) of one render."""
-    from pipeline.correct.chain import DriftParams, IlluminationParams, RoiParams, TiltParams, correct_volume
+    from pipeline.correct.chain import DestripeParams, DriftParams, IlluminationParams, RoiParams, TiltParams, correct_volume
     from pipeline.io.volume import as_volume
 
     image, labels, family = render_case(index, seed, shape)
     raw = as_volume(image, (10.0, 10.0, 10.0))
     corrected = correct_volume(raw, tilt=TiltParams(enabled=False), roi=RoiParams(mode="none"),
                                illumination=IlluminationParams(**correct_overrides.get("illumination", {})),
-                               drift=DriftParams(**correct_overrides.get("drift", {})))
+                               drift=DriftParams(**correct_overrides.get("drift", {})),
+                               destripe=DestripeParams(**correct_overrides.get("destripe", {})))
     corrected = corrected.copy(data=corrected.data.compute())
     truth_c, valid = truth_after(labels, dict(corrected.attrs))
     full = np.ones(labels.shape, bool)
@@ -131,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-unet", action="store_true", help="the threshold baseline only")
     ap.add_argument("--illumination", default=None, help="JSON of illumination parameters (default: porelab's)")
     ap.add_argument("--drift", default=None, help="JSON of drift parameters (default: porelab's)")
+    ap.add_argument("--destripe", default=None, help="JSON of destripe parameters (default: porelab's)")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
     import dask
 
     shape = tuple(int(v) for v in args.shape.split(","))
-    overrides = {k: json.loads(v) for k, v in (("illumination", args.illumination), ("drift", args.drift)) if v}
+    overrides = {k: json.loads(v) for k, v in (("illumination", args.illumination), ("drift", args.drift), ("destripe", args.destripe)) if v}
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with dask.config.set(scheduler="threads", num_workers=2):

@@ -41,7 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tilt", action="store_true", help="skip the tilt correction")
     p.add_argument("--tilt-metadata-only", action="store_true", help="only change the y voxel size, do not resample")
     p.add_argument("--no-destripe", action="store_true", help="skip curtaining removal")
-    p.add_argument("--stripe-width", type=int, default=15, metavar="PX", help="median window across x (default 15)")
+    p.add_argument("--stripe-width", type=int, default=15, metavar="PX", help="profile: median window across x (default 15)")
+    p.add_argument("--destripe", choices=["histogram", "profile", "onset"], default="histogram", dest="destripe_method",
+                   help="curtain model (default histogram; onset: offsets that start part-way down, pooled over slices)")
+    p.add_argument("--destripe-pool", type=int, default=8, metavar="SLICES",
+                   help="onset: slices on either side pooled into each estimate (default 8)")
     p.add_argument("--no-illumination", action="store_true", help="skip background removal")
     p.add_argument("--illumination", choices=["robust", "poly", "gaussian"], default="robust",
                    help="background model (default robust: log-space surface on the bright phase, only its significant part)")
@@ -79,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         cfg = Config(
             tilt={"enabled": not args.no_tilt, "angle_deg": args.tilt_angle, "resample": not args.tilt_metadata_only},
-            destripe={"enabled": not args.no_destripe, "width": args.stripe_width},
+            destripe={"enabled": not args.no_destripe, "width": args.stripe_width, "method": args.destripe_method,
+                      "pool_slices": args.destripe_pool},
             illumination={"enabled": not args.no_illumination, "method": args.illumination,
                           "scope": args.illumination_scope, "mode": args.illumination_mode,
                           "window": args.illumination_window, "significance": args.illumination_significance},

@@ -33,7 +33,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.backend import to_numpy
-from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask
+from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask, stripe_rms
 from pipeline.correct.drift import (
     apply_shifts_dask,
     clean_drift,
@@ -74,22 +74,28 @@ class DestripeParams:
     on the slice's; ``keep`` fraction of flattest pixels, trends broader than
     ``background_px`` kept, offsets up to ``max_amplitude`` of the range.
     ``profile``: median residue across x over a window of ``width`` px.
+    ``onset``: per column an offset that may switch on part-way down the
+    slice, fitted on the bright phase and pooled over ``pool_slices`` slices
+    on either side (0: each slice alone).
     ``threshold``: significance in standard errors (None: 2.5 for histogram,
-    3.0 for profile).
+    3.0 for profile, 4.0 for onset).
     """
 
     enabled: bool = True
-    method: Literal["histogram", "profile"] = "histogram"
+    method: Literal["histogram", "profile", "onset"] = "histogram"
     threshold: float | None = None
     keep: float = 0.6
     background_px: int = 64
     max_amplitude: float = 0.25
     width: int = 15
+    pool_slices: int = 8
 
     def params(self) -> dict[str, Any]:
         """Keyword arguments of the chosen method's function."""
         if self.method == "profile":
             out: dict[str, Any] = {"width": self.width}
+        elif self.method == "onset":
+            out = {"pool_slices": self.pool_slices} if self.pool_slices > 0 else {}
         else:
             out = {"keep": self.keep, "background_px": self.background_px, "max_amplitude": self.max_amplitude}
         if self.threshold is not None:
@@ -261,7 +267,7 @@ def correct_volume(
     if destripe.enabled:
         # estimated once (the expensive part), applied in every later pass (a subtraction)
         offsets = stripe_offsets_dask(data, destripe.method, **destripe.params())
-        attrs["stripe_rms"] = [float(round(v, 5)) for v in np.sqrt(np.mean(offsets**2, axis=1))]
+        attrs["stripe_rms"] = [float(round(v, 5)) for v in stripe_rms(offsets, int(data.shape[1]))]
         data = apply_offsets_dask(data, offsets, destripe.method)
     if illumination.enabled:
         data, illum_attrs = _correct_illumination(data, illumination)

@@ -21,9 +21,10 @@ class Tilt(Strict):
 
 class Destripe(Strict):
     enabled: bool = Field(True, description="Remove vertical curtaining stripes.")
-    method: Literal["histogram", "profile"] = Field(
+    method: Literal["histogram", "profile", "onset"] = Field(
         "histogram",
-        description="histogram: each column's histogram of flat pixels registered on the slice's; profile: median residue across x.",
+        description="histogram: each column's histogram of flat pixels registered on the slice's; profile: median residue across x; "
+        "onset: per-column offsets that may start part-way down, on the bright phase, pooled over neighbouring slices.",
     )
     threshold: float | None = Field(
         None, ge=0, le=20, description="Columns under this many standard errors are left alone (default 2.5 histogram, 3.0 profile)."
@@ -32,6 +33,7 @@ class Destripe(Strict):
     background_px: int = Field(64, ge=0, le=100000, description="histogram: trends across x broader than about this (px) are kept as illumination.")
     max_amplitude: float = Field(0.25, gt=0, le=1, description="histogram: largest stripe searched, as a fraction of the intensity range.")
     width: int = Field(15, ge=3, le=255, description="profile: median window across x in px; finds stripes up to about width/2 wide.")
+    pool_slices: int = Field(8, ge=0, le=256, description="onset: slices on either side pooled into each slice's estimate (0: alone).")
 
 
 class Illumination(Strict):
