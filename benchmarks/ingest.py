@@ -10,7 +10,13 @@ Prints MB/s of each, their ratio (goal >= 0.7) and the peak RSS of each
 (goal < 1 GB for ingest), twice: with the file in the page cache (warm: the
 raw read is a memory copy) and, when this process may drop the page cache
 (root on Linux), read from disk (cold: what a first ingest of a new stack
-meets). Run: ``.venv/bin/python benchmarks/ingest.py``.
+meets). Each codec of ``--codecs`` (default ``auto``, what ``porelab ingest``
+does by default) is timed in turn; the codec ``auto`` chose and the store's
+compression ratio are printed with it. CPU seconds (user + system) of each
+process are printed too: on a machine shared with other work the wall-clock
+figures move with the load (the 1-minute load average is printed), CPU
+seconds much less. The output store is removed before each ingest, outside
+the timing. Run: ``.venv/bin/python benchmarks/ingest.py [--codecs auto,lz4,none]``.
 """
 
 from __future__ import annotations
@@ -35,16 +41,20 @@ with tifffile.TiffFile(sys.argv[1]) as tif:
     for page in tif.pages:
         n += page.asarray().nbytes
 dt = time.perf_counter() - t
-print({"bytes": n, "seconds": dt, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print({"bytes": n, "seconds": dt, "peak_rss": ru.ru_maxrss * 1024, "cpu_s": ru.ru_utime + ru.ru_stime})
 """
 
 INGEST = """
 import resource, sys, time
+import zarr
 from pipeline.io.ingest import ingest
-t = time.perf_counter()
-ingest(sys.argv[1], sys.argv[2], (10, 5, 5), overwrite=True, progress=None)
+r0 = resource.getrusage(resource.RUSAGE_SELF); t = time.perf_counter()
+ingest(sys.argv[1], sys.argv[2], (10, 5, 5), overwrite=True, progress=None, codec=sys.argv[3])
 dt = time.perf_counter() - t
-print({"seconds": dt, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+ru = resource.getrusage(resource.RUSAGE_SELF)
+codec = dict(zarr.open_array(sys.argv[2] + "/image", mode="r").attrs)["codec"]
+print({"seconds": dt, "peak_rss": ru.ru_maxrss * 1024, "cpu_s": ru.ru_utime + ru.ru_stime - r0.ru_utime - r0.ru_stime, "codec": codec})
 """
 
 
@@ -88,37 +98,47 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-gb", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--codecs", default="auto", help="comma-separated codecs to time (auto, none, lz4, zstd)")
     args = parser.parse_args()
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
     data = REPO / "bench-data"
     tif = data / f"stack-{args.size_gb:g}GB.tif"
     nbytes = make_tiff(tif, args.size_gb)
     store = data / "stack.zarr"
     cold = drop_caches()
-    result: dict = {"file_gb": round(nbytes / 1e9, 3), "cores": os.cpu_count()}
-    for mode in ("cold", "warm") if cold else ("warm",):
-        raw, ing = [], []
-        for _ in range(args.repeat):
-            if mode == "cold":
-                drop_caches()
-            raw.append(run(RAW, str(tif)))
-            if mode == "cold":
-                drop_caches()
-            else:
-                run(RAW, str(tif))  # the file in the page cache
-            ing.append(run(INGEST, str(tif), str(store)))
-        raw_best = min(r["seconds"] for r in raw)
-        ing_best = min(r["seconds"] for r in ing)
-        result[mode] = {
-            "baseline_tifffile_MBps": round(nbytes / raw_best / 1e6, 1),
-            "porelab_ingest_MBps": round(nbytes / ing_best / 1e6, 1),
-            "ratio_ingest_over_tifffile": round(raw_best / ing_best, 3),
-            "peak_rss_MB_tifffile": round(max(r["peak_rss"] for r in raw) / 1e6, 1),
-            "peak_rss_MB_ingest": round(max(r["peak_rss"] for r in ing) / 1e6, 1),
-        }
-    stored = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
-    result["store_compression_ratio"] = round(nbytes / stored, 2)
+    result: dict = {"file_gb": round(nbytes / 1e9, 3), "cores": os.cpu_count(), "load_1min_start": round(os.getloadavg()[0], 2)}
+    for codec in codecs:
+        entry: dict = {}
+        for mode in ("cold", "warm") if cold else ("warm",):
+            raw, ing = [], []
+            for _ in range(args.repeat):
+                if mode == "cold":
+                    drop_caches()
+                raw.append(run(RAW, str(tif)))
+                shutil.rmtree(store, ignore_errors=True)
+                if mode == "cold":
+                    drop_caches()
+                else:
+                    run(RAW, str(tif))  # the file in the page cache
+                ing.append(run(INGEST, str(tif), str(store), codec))
+            raw_best = min(raw, key=lambda r: r["seconds"])
+            ing_best = min(ing, key=lambda r: r["seconds"])
+            entry[mode] = {
+                "baseline_tifffile_MBps": round(nbytes / raw_best["seconds"] / 1e6, 1),
+                "porelab_ingest_MBps": round(nbytes / ing_best["seconds"] / 1e6, 1),
+                "ratio_ingest_over_tifffile": round(raw_best["seconds"] / ing_best["seconds"], 3),
+                "cpu_s_tifffile": round(raw_best["cpu_s"], 2),
+                "cpu_s_ingest": round(ing_best["cpu_s"], 2),
+                "peak_rss_MB_tifffile": round(max(r["peak_rss"] for r in raw) / 1e6, 1),
+                "peak_rss_MB_ingest": round(max(r["peak_rss"] for r in ing) / 1e6, 1),
+            }
+        stored = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+        entry["codec_chosen"] = ing[-1]["codec"]
+        entry["store_compression_ratio"] = round(nbytes / stored, 2)
+        result[f"codec={codec}"] = entry
+        shutil.rmtree(store, ignore_errors=True)
+    result["load_1min_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(result, indent=2))
-    shutil.rmtree(store, ignore_errors=True)
 
 
 if __name__ == "__main__":

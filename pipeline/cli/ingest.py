@@ -7,7 +7,10 @@ import sys
 
 from pipeline.cli._common import add_parser
 
-__all__ = ["register"]
+__all__ = ["register", "CODEC_CHOICES"]
+
+#: pipeline.io.codecs.CODEC_NAMES, spelled out so that building the parser imports nothing heavy (a test keeps them equal)
+CODEC_CHOICES: tuple[str, ...] = ("auto", "none", "lz4", "zstd")
 
 
 def _chunks(text: str) -> tuple[int, int, int]:
@@ -37,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.zarr", help="store to write")
     p.add_argument("--chunks", type=_chunks, default=None, metavar="Z,Y,X", help="chunk shape in voxels (default 32,256,256)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.zarr if it exists")
+    p.add_argument(
+        "--codec",
+        choices=CODEC_CHOICES,
+        default="auto",
+        help="compression: auto (default) stores raw chunks when a sample of the first slab compresses less than "
+        "1.2x with lz4 (noisy images), else lz4; none, lz4 or zstd force one. Recorded in the store's attrs['codec']",
+    )
     p.set_defaults(func=_run)
 
 
@@ -45,7 +55,9 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.io.volume import DEFAULT_CHUNKS, open_volume
 
     voxel = parse_voxel_size(args.voxel_size)
-    out = ingest(args.input, args.output, voxel, chunks=args.chunks or DEFAULT_CHUNKS, overwrite=args.overwrite)
+    out = ingest(args.input, args.output, voxel, chunks=args.chunks or DEFAULT_CHUNKS, overwrite=args.overwrite, codec=args.codec)
     vol = open_volume(out)
     print(f"{out}: {' x '.join(map(str, vol.shape))} {vol.dtype}, voxel {voxel[0]:g} x {voxel[1]:g} x {voxel[2]:g} nm", file=sys.stdout)
+    codec = vol.attrs.get("codec", {})
+    print(f"codec: {codec.get('name')} ({codec.get('reason')})", file=sys.stdout)
     return 0

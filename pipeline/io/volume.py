@@ -191,6 +191,7 @@ def create_volume_store(
     chunks: Sequence[int] | None = None,
     dtype: Any = None,
     fill_value: Any = 0,
+    codec: str | None = None,
 ) -> zarr.Array:
     """Create an empty zarr v3 store for a volume shaped like ``template``.
 
@@ -210,9 +211,13 @@ def create_volume_store(
         On-disk chunk shape; defaults to :data:`DEFAULT_CHUNKS` clipped to the shape.
     dtype : dtype, optional
         On-disk dtype, default the template's.
+    codec : str, optional
+        A codec name of :data:`pipeline.io.codecs.CODEC_NAMES` other than ``"auto"``
+        (``"none"`` stores raw chunks); default :func:`compressors_for` the variable.
     """
     name = str(template.name or "image")
-    arrays = create_group_store(path, template, {name: dtype or template.dtype}, chunks=chunks, fill_value=fill_value)
+    arrays = create_group_store(path, template, {name: dtype or template.dtype}, chunks=chunks, fill_value=fill_value,
+                                codec=codec)
     return arrays[name]
 
 
@@ -225,6 +230,7 @@ def create_group_store(
     fill_value: Any = 0,
     primary: str | None = None,
     attrs: Mapping[str, Any] | None = None,
+    codec: str | None = None,
 ) -> dict[str, zarr.Array]:
     """Create an empty zarr v3 store holding several volumes of ``template``'s shape and coordinates.
 
@@ -243,6 +249,13 @@ def create_group_store(
         root attribute ``primary_variable``); default the first one.
     attrs : mapping, optional
         Attributes of the store's root.
+    codec : str, optional
+        As in :func:`create_volume_store`; the same for every variable.
+
+    Raises
+    ------
+    ValueError
+        No variables, or an unknown codec name (or ``"auto"``, which the caller resolves).
 
     Returns
     -------
@@ -251,6 +264,10 @@ def create_group_store(
     path = Path(path)
     if not variables:
         raise ValueError("a store needs at least one variable")
+    if codec is not None:
+        from pipeline.io.codecs import compressors_named
+
+        named = compressors_named(codec)
     chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks or DEFAULT_CHUNKS, template.shape))
     var_attrs = _jsonable(dict(template.attrs))
     ds = xr.Dataset(
@@ -266,7 +283,10 @@ def create_group_store(
         compute=False,
         zarr_format=3,
         consolidated=False,
-        encoding={str(n): {"chunks": chunks, "compressors": compressors_for(str(n)), "fill_value": fill_value} for n in variables},
+        encoding={
+            str(n): {"chunks": chunks, "compressors": named if codec is not None else compressors_for(str(n)), "fill_value": fill_value}
+            for n in variables
+        },
     )
     consolidate_store(path)
     return {str(n): zarr.open_array(path / str(n), mode="r+") for n in variables}

@@ -97,19 +97,22 @@ class StageContext:
         dtype: Any = None,
         progress: str | None = None,
         block_shape: Sequence[int] | None = None,
+        codec: str | None = None,
     ) -> Path:
         """Write a lazy volume into the run folder, resumably.
 
         Blocks are chunk-aligned and each has a done marker under
         :attr:`work_dir`; a store whose markers belong to another stage hash is
         started afresh. The store's attrs get provenance (stage, params, job
-        hash, versions). Runs on the run's Dask client.
+        hash, versions). Runs on the run's Dask client. ``codec`` (a name of
+        :data:`pipeline.io.codecs.CODEC_NAMES` other than ``"auto"``) sets the
+        store's compression; default the variable's usual one.
         """
         from pipeline.engine.blocks import store_blocks
 
         self.dask()
         path = self.path(filename)
-        target, markers = self._open_target(vol, filename, "blocks", params=params, chunks=chunks, dtype=dtype)
+        target, markers = self._open_target(vol, filename, "blocks", params=params, chunks=chunks, dtype=dtype, codec=codec)
         data = vol.data if isinstance(vol.data, da.Array) else da.from_array(np.asarray(vol.data), chunks=target.chunks)
         if dtype is not None:
             data = data.astype(dtype)
@@ -229,6 +232,7 @@ class StageContext:
         chunks: Sequence[int] | None,
         dtype: Any,
         variables: dict[str, Any] | None = None,
+        codec: str | None = None,
     ) -> tuple[Any, Path]:
         """The store to write ``vol`` into and its marker folder, reused when they belong to this stage hash and ``kind``.
 
@@ -261,7 +265,7 @@ class StageContext:
         if variables:
             target = create_group_store(path, template, variables, chunks=chunks or self.chunks)
         else:
-            target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype)
+            target = create_volume_store(path, template, chunks=chunks or self.chunks, dtype=dtype, codec=codec)
         markers.mkdir(parents=True)
         return target, markers
 

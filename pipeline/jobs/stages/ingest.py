@@ -10,11 +10,12 @@ import numpy as np
 import xarray as xr
 from pydantic import Field, field_validator
 
-from pipeline.io.ingest import slab_shape, stack_volume
+from pipeline.io.codecs import choose_codec
+from pipeline.io.ingest import codec_for_stack, slab_shape, stack_volume
 from pipeline.errors import UserError
 from pipeline.io.stacks import open_stack
 from pipeline.io.stores import is_zarr_store, volume_from_store
-from pipeline.io.volume import voxel_size_of
+from pipeline.io.volume import is_labels, voxel_size_of
 from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 
@@ -44,6 +45,13 @@ class Config(StageConfig):
         "(relative to its median, as the correct stage does), so that labels line up with a drift-corrected image.",
     )
 
+    codec: Literal["auto", "none", "lz4", "zstd"] = Field(
+        default="auto",
+        description="Compression of the store written: auto (lz4 when a sample of the first slab compresses "
+        "at least 1.2x, else raw chunks: noisy images barely compress, and compressing them costs more time "
+        "than writing them), or force none, lz4 or zstd. The choice and its reason go into the store's attrs['codec'].",
+    )
+
     @field_validator("voxel_size_nm")
     @classmethod
     def _positive(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
@@ -60,6 +68,11 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         if cfg.undo_drift:
             vol = _undo_drift(vol, path, cfg.sample, ctx.name)
         block_shape = None
+        sample = None
+        if cfg.codec == "auto":  # the first slab, as for a stack (one chunk deep in z)
+            sample = np.asarray(vol.data[: slab_shape(vol.shape, ctx.chunks)[0]].compute())
+        # labels (masks) compress far better with zstd than lz4
+        choice = choose_codec(cfg.codec, sample, ctx.chunks, compress_with="zstd" if is_labels(vol) else "lz4")
     else:
         if cfg.undo_drift:
             raise UserError(f"stage {ctx.name!r}: undo_drift needs a synthetic dataset store, not the stack {path}")
@@ -68,7 +81,11 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         source = open_stack(path)
         vol = stack_volume(source, cfg.voxel_size_nm, chunks=ctx.chunks)
         block_shape = slab_shape(source.shape, ctx.chunks)
-    out = ctx.write_volume(vol, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), block_shape=block_shape)
+        choice = codec_for_stack(source, cfg.codec, ctx.chunks)
+    vol = vol.assign_attrs(codec=choice.to_attrs())
+    out = ctx.write_volume(
+        vol, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), block_shape=block_shape, codec=choice.name
+    )
     return StageOutput(
         path=out,
         metrics={
@@ -77,6 +94,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
             "voxel_size_nm": list(voxel_size_of(vol)),
             "megabytes": round(vol.nbytes / 1e6, 3),
             "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0),
+            "codec": choice.name,
         },
     )
 
