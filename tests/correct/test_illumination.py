@@ -144,6 +144,7 @@ def test_render_without_gradient_is_left_alone() -> None:
     assert out.attrs["illumination_fit"]["shrink"][0] == 1.0
 
 
+@pytest.mark.slow
 def test_render_gradient_is_found_and_removed() -> None:
     img = _render(0.3).astype(np.float32)
     out = _illumination_only(img)
