@@ -96,15 +96,10 @@ def fit_background(slice2d: Any, degree: int = 2, *, step: int | None = None) ->
 
 
 def _otsu(values: np.ndarray) -> float:
-    counts, edges = np.histogram(values, 128)
-    c = counts.astype(np.float64)
-    centres = 0.5 * (edges[:-1] + edges[1:])
-    w0 = np.cumsum(c)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(c * centres)
-    mu0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
-    mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    return float(edges[int(np.argmax((w0 * w1 * (mu0 - mu1) ** 2)[:-1])) + 1])
+    """Otsu's threshold of ``values`` (128-bin histogram)."""
+    from pipeline.baseline.threshold import otsu_from_histogram
+
+    return otsu_from_histogram(*np.histogram(values, 128))
 
 
 def _tukey_lstsq(design: np.ndarray, y: np.ndarray, iterations: int = 4, c: float = 4.685) -> np.ndarray:
