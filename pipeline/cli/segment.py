@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.errors import UserError
     from pipeline.io.volume import (as_volume, atomic_dir, consolidate_store, create_group_store, open_volume, provenance,
                                     voxel_size_of)
-    from pipeline.segment.infer import DEFAULT_BLOCK_BYTES
+    from pipeline.segment.infer import block_budget
     from pipeline.segment.volume import SegmentOptions, check_voxel_size, load_for, refine_volume, segment_volume
 
     if args.overlap is not None and not 0 <= args.overlap < 1:
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         opts = SegmentOptions(model=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                               threshold=args.threshold, preprocess=args.preprocess, device=args.device,
                               threads=threads_per_task(client), runtime=args.runtime, resample=args.resample,
-                              budget_bytes=DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5))))
+                              budget_bytes=block_budget(mem))
         seg = segment_volume(vol, opts, where=args.input)
         warn = None if args.resample else check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm"))  # type: ignore[arg-type]
         if warn:

@@ -27,10 +27,28 @@ from pipeline.models.inputs import effective_tile
 from pipeline.segment.predictor import cached_predictor, resolve_runtime
 from pipeline.segment.tiling import predict_region
 
-__all__ = ["TilePlan", "plan_tiles", "predict_volume", "predict_dask", "block_chunks", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["TilePlan", "plan_tiles", "predict_volume", "predict_dask", "block_chunks", "block_budget", "DEFAULT_BLOCK_BYTES"]
 
 #: Default memory for one block's input, halo and accumulators (bytes).
 DEFAULT_BLOCK_BYTES = 384 * 2**20
+# What a Dask worker holds before its first block: the interpreter with dask, xarray, zarr and
+# ONNX Runtime imported, a session loaded (measured 220-320 MiB on CPU workers).
+WORKER_BASE_BYTES = 256 * 2**20
+MIN_BLOCK_BYTES = 16 * 2**20
+
+
+def block_budget(memory_limit: int | None) -> int:
+    """Bytes of one block's estimate (:func:`block_chunks`) for a worker with ``memory_limit`` bytes.
+
+    A block really costs about three times its estimate (the halo copy Dask's
+    overlap makes, the network's activations, the float16 and uint8 outputs), so
+    a sixth of what the worker has left after :data:`WORKER_BASE_BYTES`, at
+    least :data:`MIN_BLOCK_BYTES` and at most :data:`DEFAULT_BLOCK_BYTES`;
+    :data:`DEFAULT_BLOCK_BYTES` without a limit.
+    """
+    if memory_limit is None:
+        return DEFAULT_BLOCK_BYTES
+    return int(min(DEFAULT_BLOCK_BYTES, max(MIN_BLOCK_BYTES, (int(memory_limit) - WORKER_BASE_BYTES) // 6)))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from pipeline.models.folder import read_card
-from pipeline.segment.infer import block_chunks, plan_tiles, predict_dask, predict_volume
+from pipeline.segment.infer import (
+    DEFAULT_BLOCK_BYTES,
+    MIN_BLOCK_BYTES,
+    WORKER_BASE_BYTES,
+    block_budget,
+    block_chunks,
+    plan_tiles,
+    predict_dask,
+    predict_volume,
+)
 
 
 def _volume(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -140,3 +149,13 @@ def test_onnx_workers_do_not_import_torch(model_factory) -> None:  # noqa: ANN00
             "print('torch' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_block_budget_leaves_the_worker_its_base_memory() -> None:
+    assert block_budget(None) == DEFAULT_BLOCK_BYTES
+    assert block_budget(64 * 2**30) == DEFAULT_BLOCK_BYTES  # capped
+    assert block_budget(WORKER_BASE_BYTES) == MIN_BLOCK_BYTES  # nothing left: the smallest block
+    mem = 1024 * 2**20
+    assert block_budget(mem) == (mem - WORKER_BASE_BYTES) // 6
+    # three times the estimate (what a block really costs) plus the base stays under the limit
+    assert WORKER_BASE_BYTES + 3 * block_budget(mem) < mem

@@ -54,13 +54,13 @@ def options(ctx: StageContext, cfg: Inference, *, task: str) -> Any:
     """:class:`pipeline.segment.volume.SegmentOptions` of a stage, with the model resolved and threads sized to the workers."""
     from pipeline.engine.dask_cluster import threads_per_task, worker_memory
     from pipeline.jobs.stages.training import model_ref
-    from pipeline.segment.infer import DEFAULT_BLOCK_BYTES
+    from pipeline.segment.infer import block_budget
     from pipeline.segment.volume import SegmentOptions
 
     client = ctx.dask()
     device = cfg.device if cfg.device != "auto" else ("cuda" if ctx.backend == "cupy" else "cpu")
     mem = worker_memory(client)
-    budget = DEFAULT_BLOCK_BYTES if mem is None else int(min(DEFAULT_BLOCK_BYTES, max(32 * 2**20, mem // 5)))
+    budget = block_budget(mem)
     return SegmentOptions(model=model_ref(ctx, cfg.model, task=task), tta=cfg.tta, tile=cfg.tile, overlap=cfg.overlap,
                           batch_size=cfg.batch_size, threshold=cfg.threshold, preprocess=cfg.preprocess, device=device,
                           threads=threads_per_task(client), budget_bytes=budget, runtime=cfg.runtime,
