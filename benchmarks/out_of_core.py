@@ -98,6 +98,7 @@ def main() -> None:
           f"{4 * nvox / (args.workers * limit):.1f}x the workers' {args.workers} x {args.memory_limit}; {os.cpu_count()} cores")
     base = baseline(args.baseline_slices, n, args.slab_mb)
     print(f"baseline: correct + preprocess in memory, one process, {args.baseline_slices} slices: {base:.2f} Mvox/s")
+    os.makedirs(".cache", exist_ok=True)  # a fresh clone has no .cache yet
     tmp = Path(tempfile.mkdtemp(prefix="bench-ooc-", dir=".cache"))
     try:
         with dask_client(n_workers=args.workers, threads_per_worker=1, memory_limit=limit,

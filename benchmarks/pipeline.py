@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the stack and the run folder here")
     args = parser.parse_args()
 
+    (REPO / ".cache").mkdir(exist_ok=True)  # a fresh clone has no .cache yet
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="porelab-bench-", dir=REPO / ".cache"))
     work.mkdir(parents=True, exist_ok=True)
     try:

@@ -165,7 +165,8 @@ def throughput(vol: np.ndarray, args: argparse.Namespace, chunks: tuple[int, int
     print(f"baseline scipy.ndimage, 1 process, in memory: gaussian(2D, sigma 1) + np.percentile + normalise "
           f"{nvox / t_ref / 1e6:.1f} Mvox/s ({t_ref:.2f} s, median {t_ref_med:.2f} s)")
     params = (DenoiseParams(method="gaussian", dims=2, sigma=1.0), NormalizeParams())
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pre-", dir=os.path.join(".cache")))
+    os.makedirs(".cache", exist_ok=True)  # a fresh clone has no .cache yet
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pre-", dir=".cache"))
     try:
         with dask_client(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit,
                          local_directory=os.path.join(".cache", "bench-dask")) as client:

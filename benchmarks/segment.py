@@ -233,7 +233,9 @@ def main() -> None:
     ap.add_argument("--refine", type=Path, default=None, help="3D refinement model for --overlaps")
     ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="porelab-bench-segment-", dir=os.environ.get("PORELAB_CACHE")))
+    cache = Path(os.environ.get("PORELAB_CACHE", REPO / ".cache"))
+    cache.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .cache yet
+    tmp = Path(tempfile.mkdtemp(prefix="porelab-bench-segment-", dir=cache))
     try:
         if not args.skip_inference:
             model = args.model or default_model(tmp / "model")
