@@ -23,7 +23,7 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "block_regions", "done_blocks", "record_total", "TOTAL_NAME"]
+__all__ = ["store_blocks", "block_regions", "covering_block_shape", "done_blocks", "record_total", "TOTAL_NAME"]
 
 #: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
 TOTAL_NAME = "blocks.json"
@@ -36,6 +36,30 @@ def block_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple
         index = tuple(st // int(c) for st, c in zip(starts, chunks))
         region = tuple(slice(st, min(st + int(c), int(s))) for st, c, s in zip(starts, chunks, shape))
         yield index, region
+
+
+def covering_block_shape(data_chunks: Sequence[Sequence[int]], chunks: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
+    """The smallest whole multiple of ``chunks`` (per axis, capped at ``shape``) that holds the largest of ``data_chunks``.
+
+    A lazy array whose own chunks are larger than the store's (a
+    segmentation's blocks of whole planes) is written in blocks of this shape
+    so that each of its chunks is computed about once; blocks of the store's
+    chunks would compute it once for every store chunk it covers.
+
+    Parameters
+    ----------
+    data_chunks : sequence of sequences of int
+        The lazy array's chunk sizes per axis (``dask.array.Array.chunks``).
+    chunks, shape : sequence of int
+        The store's chunk shape and shape, same axes.
+    """
+    if not (len(data_chunks) == len(chunks) == len(shape)):
+        raise ValueError(f"data chunks {len(data_chunks)}-D, store chunks {len(chunks)}-D and shape {len(shape)}-D differ")
+    out = []
+    for dc, c, s in zip(data_chunks, chunks, shape):
+        largest = max(int(v) for v in dc)
+        out.append(min(int(s), -(-largest // int(c)) * int(c)))
+    return tuple(out)
 
 
 def _marker(markers: Path, index: tuple[int, ...]) -> Path:
@@ -112,6 +136,7 @@ def store_blocks(
     progress: str | None = None,
     max_in_flight: int | None = None,
     block_shape: Sequence[int] | None = None,
+    cover_data_chunks: bool = False,
 ) -> int:
     """Compute ``data`` block by block into ``target``, skipping blocks marked done.
 
@@ -135,6 +160,10 @@ def store_blocks(
     block_shape : sequence of int, optional
         Shape of one unit of work: whole multiples of the target's chunks
         (an edge may be the full extent). Default: one chunk.
+    cover_data_chunks : bool
+        Without ``block_shape``: blocks that hold ``data``'s own largest chunk
+        (:func:`covering_block_shape`), so that a lazy array of chunks larger
+        than the store's is computed once per chunk, not once per store chunk.
 
     Returns
     -------
@@ -148,6 +177,8 @@ def store_blocks(
     if tuple(data.shape) != expected or any(t.shape != target.shape or t.chunks != target.chunks for t in targets):
         raise ValueError(f"data shape {data.shape} does not match the store shape {expected}")
     chunks = tuple(int(c) for c in target.chunks)
+    if block_shape is None and cover_data_chunks:
+        block_shape = covering_block_shape(data.chunks[-len(chunks):], chunks, target.shape)
     if block_shape is not None:
         block_shape = tuple(min(int(b), int(s)) for b, s in zip(block_shape, target.shape))
         for b, c, s in zip(block_shape, chunks, target.shape):

@@ -133,6 +133,7 @@ class StageContext:
         chunks: Sequence[int] | None = None,
         progress: str | None = None,
         elsewhere: dict[str, str] | None = None,
+        cover_data_chunks: bool = False,
     ) -> Path:
         """Write several volumes computed together, resumably; return the main store.
 
@@ -143,7 +144,9 @@ class StageContext:
         that ``elsewhere`` sends to another store of the run folder
         (variable -> filename). ``template`` gives coordinates and attrs. Each
         block computes all channels once and writes each into its variable;
-        one set of done markers covers them all.
+        one set of done markers covers them all. ``cover_data_chunks``: write
+        blocks that hold ``data``'s own chunks (see
+        :func:`pipeline.engine.blocks.covering_block_shape`).
         """
         import zarr
 
@@ -166,7 +169,7 @@ class StageContext:
                 attrs = {**template.attrs, "provenance": provenance(self.name, params, job_hash=self.job_hash)}
                 targets.update(create_group_store(opath, template.assign_attrs(attrs), names, chunks=chunks or self.chunks))
         computed = store_blocks(data, [targets[n] for n in variables], markers=markers,
-                                progress=progress or f"{self.name}: {filename}")
+                                progress=progress or f"{self.name}: {filename}", cover_data_chunks=cover_data_chunks)
         self.blocks_computed[filename] = computed
         return path
 

@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.engine.blocks import block_regions, store_blocks
+from pipeline.engine.blocks import block_regions, covering_block_shape, store_blocks
 from pipeline.io.volume import as_volume, create_volume_store
 
 
@@ -67,3 +67,31 @@ def test_works_with_synchronous_scheduler(tmp_path: Path) -> None:
     with dask.config.set(scheduler="synchronous"):
         store_blocks(da.from_array(data, chunks=(5, 21, 17)), target, markers=None)
     np.testing.assert_array_equal(target[:], data)
+
+
+def test_covering_block_shape_holds_the_largest_data_chunk_in_whole_store_chunks() -> None:
+    assert covering_block_shape(((5, 5), (21,), (17,)), (4, 8, 8), (10, 21, 17)) == (8, 21, 17)
+    assert covering_block_shape(((4, 4, 2), (8, 8, 5), (8, 8, 1)), (4, 8, 8), (10, 21, 17)) == (4, 8, 8)
+    with pytest.raises(ValueError, match="differ"):
+        covering_block_shape(((5, 5), (21,)), (4, 8, 8), (10, 21, 17))
+
+
+def test_cover_data_chunks_computes_each_large_chunk_about_once(tmp_path: Path) -> None:
+    """A lazy array of whole-plane chunks (a segmentation's) is not recomputed for every store chunk it covers."""
+    data = np.random.default_rng(1).integers(0, 9, (10, 21, 17)).astype(np.uint16)
+
+    def run(**kw: bool) -> list[tuple[int, ...]]:
+        calls: list[tuple[int, ...]] = []
+
+        def spy(block: np.ndarray) -> np.ndarray:
+            calls.append(block.shape)
+            return block
+
+        target = _target(tmp_path / str(kw))
+        lazy = da.from_array(data, chunks=(5, 21, 17)).map_blocks(spy, meta=np.empty((0, 0, 0), np.uint16))
+        store_blocks(lazy, target, markers=None, **kw)
+        np.testing.assert_array_equal(target[:], data)
+        return calls
+
+    assert len(run()) >= 27  # one store chunk (4, 8, 8) at a time: each plane block computed 9 to 18 times
+    assert len(run(cover_data_chunks=True)) == 3  # blocks (8, 21, 17): the chunk across their border twice
