@@ -1,6 +1,6 @@
 """Segmentation throughput and training scaling, measured in one run.
 
-Run:  .venv/bin/python benchmarks/segment.py [--model DIR] [--shape 48,512,512] [--workers 2]
+Run:  .venv/bin/python benchmarks/segment.py [--model DIR [--refine DIR]] [--shape 48,512,512] [--workers 2]
       [--skip-inference] [--skip-training] [--accuracy]
       [--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr [--refine DIR] [--samples 8]]
 
@@ -14,12 +14,15 @@ What is measured:
     (a) computed and gathered, (b) store to store (zarr float32 in,
     segmentation store out) as ``porelab segment`` does;
   - the ratio of each to the baseline, max |difference| to it, peak RSS per
-    worker, and seconds per Gvox extrapolated for a whole stack.
+    worker, and seconds per Gvox extrapolated for a whole stack;
+  - with ``--refine DIR``: the 3D refinement store to store after it, and
+    the whole segmentation (2D + 3D) in Mvox/s.
 * training (``--skip-training`` to leave out): samples/s of 2 Ray Train
   workers against 1 on the same dataset and settings (second epoch).
 * overlap (``--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr --model DIR
   [--refine DIR]``): the test split segmented at each tile overlap (2D, then
-  the 3D refinement at its own default), accuracy, pore IoU and porosity
+  the 3D refinement at the same overlap; the first row is both models at
+  their cards' defaults), accuracy, pore IoU and porosity
   error against the labels, and Mvox/s of each, against the overlap the
   model card names (the baseline of that table);
 * accuracy (``--accuracy``): runs ``jobs/ablation.yaml`` (2D, 2.5D k = 3, 5,
@@ -79,7 +82,7 @@ def default_model(folder: Path) -> Path:
     return make_model_folder(folder, kind="slices", k=3, features=16, depth=4, tile=(256, 256))
 
 
-def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp: Path) -> None:
+def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp: Path, refine: Path | None = None) -> None:
     import torch
 
     card = read_card(model)
@@ -126,12 +129,27 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
         t0 = time.perf_counter()
         seg = segment_volume(open_volume(src), SegmentOptions(model=model, threads=threads))
         targets = create_group_store(tmp / "out.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), seg.variables)
-        store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None)
+        store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None, cover_data_chunks=True)
         stored = time.perf_counter() - t0
         peaks = list(client.run(_peak_mib).values())
         print(f"  dask path, store to store (porelab segment): {vox / stored / 1e6:.3f} Mvox/s ({stored:.1f} s) = "
               f"{base / stored:.2f}x baseline; peak RSS per worker " + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
         print(f"  a whole stack: {stored / vox * 1e9 / 60:.1f} min per Gvox store to store on {workers} workers")
+        if refine is not None:
+            from pipeline.segment.volume import refine_volume
+
+            client.run(_reset_peak)
+            t0 = time.perf_counter()
+            ref3d = refine_volume(open_volume(tmp / "out.zarr", "probability"), open_volume(src),
+                                  SegmentOptions(model=refine, threads=threads))
+            targets = create_group_store(tmp / "out3d.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), ref3d.variables)
+            store_blocks(ref3d.data, [targets[n] for n in ref3d.variables], markers=None, cover_data_chunks=True)
+            t3d = time.perf_counter() - t0
+            peaks = list(client.run(_peak_mib).values())
+            print(f"  3D refinement {read_card(refine).name}, store to store: {vox / t3d / 1e6:.3f} Mvox/s ({t3d:.1f} s); "
+                  "peak RSS per worker " + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
+            print(f"  the whole segmentation (2D + 3D refinement, blended, TTA off): {vox / (stored + t3d) / 1e6:.3f} Mvox/s "
+                  f"= {(stored + t3d) / vox * 1e9 / 60:.1f} min per Gvox on {workers} workers")
 
 
 def bench_training(tmp: Path, dataset: Path | None) -> None:
@@ -186,6 +204,8 @@ def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: lis
           + (f" | {'3D s':>6} {'Mvox/s':>7} {'acc %':>6} {'IoU pore %':>10} {'por. err':>8}" if rcard else ""))
     rows_out = {}
     for ov in [card.inference.overlap, *[o for o in overlaps if o != card.inference.overlap]]:
+        # the 3D refinement at the same overlap, except on the baseline row (both at their cards' defaults)
+        ov3 = rcard.inference.overlap if rcard is not None and ov == card.inference.overlap else ov
         c2 = c3 = 0
         t2 = t3 = 0.0
         for img, lab in data:
@@ -195,7 +215,7 @@ def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: lis
             c2 = c2 + counts(p, lab)
             if rcard is not None:
                 t0 = time.perf_counter()
-                q = predict_volume(np.stack([p, img]), refine, rcard, threads=cores)[0]
+                q = predict_volume(np.stack([p, img]), refine, rcard, overlap=ov3, threads=cores)[0]
                 t3 += time.perf_counter() - t0
                 c3 = c3 + counts(q, lab)
         m2 = summarize(c2)
@@ -230,7 +250,7 @@ def main() -> None:
     ap.add_argument("--skip-training", action="store_true")
     ap.add_argument("--accuracy", action="store_true", help="also run jobs/ablation.yaml (long) and print its table")
     ap.add_argument("--overlaps", default=None, help="tile overlaps to compare on --dataset's test split, e.g. 0,0.125,0.25,0.5")
-    ap.add_argument("--refine", type=Path, default=None, help="3D refinement model for --overlaps")
+    ap.add_argument("--refine", type=Path, default=None, help="3D refinement model: timed after the 2D model, and used by --overlaps")
     ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps")
     args = ap.parse_args()
     cache = Path(os.environ.get("PORELAB_CACHE", REPO / ".cache"))
@@ -239,7 +259,7 @@ def main() -> None:
     try:
         if not args.skip_inference:
             model = args.model or default_model(tmp / "model")
-            bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp)  # type: ignore[arg-type]
+            bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp, args.refine)  # type: ignore[arg-type]
         if not args.skip_training:
             bench_training(tmp, args.dataset)
         if args.overlaps:
