@@ -108,11 +108,13 @@ def _run(args: argparse.Namespace) -> int:
         with atomic_dir(out, overwrite=args.overwrite) as tmp:
             targets = create_group_store(tmp, template, variables)
             if refine is None:
-                store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None, progress="segment", cover_data_chunks=True)
+                store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None, progress="segment", cover_data_chunks=True,
+                             max_block_bytes=opts.budget_bytes)
             else:
                 first = ["probability_2d"] + (["uncertainty"] if args.tta else [])
                 store_blocks(da.stack([seg.data[1], *([seg.data[2]] if args.tta else [])]), [targets[n] for n in first],
-                             markers=None, progress="segment 2D", cover_data_chunks=True)
+                             markers=None, progress="segment 2D", cover_data_chunks=True,
+                             max_block_bytes=opts.budget_bytes)
                 image = vol if vol.dtype.kind == "f" else None
                 if image is None:
                     from pipeline.segment.volume import preprocess_for
@@ -121,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
                 ref = refine_volume(open_volume(tmp, "probability_2d"), image,
                                     SegmentOptions(**{**opts.__dict__, "model": refine, "tta": False}),
                                     where=f"{out} (probability_2d)", image_where=args.input)
-                store_blocks(ref.data, [targets["mask"], targets["probability"]], markers=None, progress="refine 3D", cover_data_chunks=True)
+                store_blocks(ref.data, [targets["mask"], targets["probability"]], markers=None, progress="refine 3D", cover_data_chunks=True,
+                             max_block_bytes=opts.budget_bytes)
                 import zarr
 
                 zarr.open_group(tmp, mode="r+").attrs.update({"refine_model": ref.attrs["model"]})

@@ -137,6 +137,7 @@ def store_blocks(
     max_in_flight: int | None = None,
     block_shape: Sequence[int] | None = None,
     cover_data_chunks: bool = False,
+    max_block_bytes: int | None = None,
 ) -> int:
     """Compute ``data`` block by block into ``target``, skipping blocks marked done.
 
@@ -164,6 +165,11 @@ def store_blocks(
         Without ``block_shape``: blocks that hold ``data``'s own largest chunk
         (:func:`covering_block_shape`), so that a lazy array of chunks larger
         than the store's is computed once per chunk, not once per store chunk.
+    max_block_bytes : int, optional
+        With ``cover_data_chunks``: the most bytes of ``data`` one covering
+        block may hold (all channels); a larger one falls back to the store's
+        chunks, which bounds memory at the price of recomputing ``data``'s
+        chunks (a worker holds a block, its parts and their casts at once).
 
     Returns
     -------
@@ -178,7 +184,10 @@ def store_blocks(
         raise ValueError(f"data shape {data.shape} does not match the store shape {expected}")
     chunks = tuple(int(c) for c in target.chunks)
     if block_shape is None and cover_data_chunks:
-        block_shape = covering_block_shape(data.chunks[-len(chunks):], chunks, target.shape)
+        cover = covering_block_shape(data.chunks[-len(chunks):], chunks, target.shape)
+        nbytes = int(np.prod(cover)) * (len(targets) if several else 1) * data.dtype.itemsize
+        if max_block_bytes is None or nbytes <= max_block_bytes:
+            block_shape = cover
     if block_shape is not None:
         block_shape = tuple(min(int(b), int(s)) for b, s in zip(block_shape, target.shape))
         for b, c, s in zip(block_shape, chunks, target.shape):

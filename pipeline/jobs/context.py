@@ -134,6 +134,7 @@ class StageContext:
         progress: str | None = None,
         elsewhere: dict[str, str] | None = None,
         cover_data_chunks: bool = False,
+        max_block_bytes: int | None = None,
     ) -> Path:
         """Write several volumes computed together, resumably; return the main store.
 
@@ -145,8 +146,8 @@ class StageContext:
         (variable -> filename). ``template`` gives coordinates and attrs. Each
         block computes all channels once and writes each into its variable;
         one set of done markers covers them all. ``cover_data_chunks``: write
-        blocks that hold ``data``'s own chunks (see
-        :func:`pipeline.engine.blocks.covering_block_shape`).
+        blocks that hold ``data``'s own chunks, up to ``max_block_bytes`` (see
+        :func:`pipeline.engine.blocks.store_blocks`).
         """
         import zarr
 
@@ -169,7 +170,8 @@ class StageContext:
                 attrs = {**template.attrs, "provenance": provenance(self.name, params, job_hash=self.job_hash)}
                 targets.update(create_group_store(opath, template.assign_attrs(attrs), names, chunks=chunks or self.chunks))
         computed = store_blocks(data, [targets[n] for n in variables], markers=markers,
-                                progress=progress or f"{self.name}: {filename}", cover_data_chunks=cover_data_chunks)
+                                progress=progress or f"{self.name}: {filename}", cover_data_chunks=cover_data_chunks,
+                                max_block_bytes=max_block_bytes)
         self.blocks_computed[filename] = computed
         return path
 

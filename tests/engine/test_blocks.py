@@ -80,7 +80,7 @@ def test_cover_data_chunks_computes_each_large_chunk_about_once(tmp_path: Path) 
     """A lazy array of whole-plane chunks (a segmentation's) is not recomputed for every store chunk it covers."""
     data = np.random.default_rng(1).integers(0, 9, (10, 21, 17)).astype(np.uint16)
 
-    def run(**kw: bool) -> list[tuple[int, ...]]:
+    def run(**kw: bool | int) -> list[tuple[int, ...]]:
         calls: list[tuple[int, ...]] = []
 
         def spy(block: np.ndarray) -> np.ndarray:
@@ -95,3 +95,6 @@ def test_cover_data_chunks_computes_each_large_chunk_about_once(tmp_path: Path) 
 
     assert len(run()) >= 27  # one store chunk (4, 8, 8) at a time: each plane block computed 9 to 18 times
     assert len(run(cover_data_chunks=True)) == 3  # blocks (8, 21, 17): the chunk across their border twice
+    # a covering block above the byte cap (8 x 21 x 17 x 2 bytes) falls back to the store's chunks
+    assert len(run(cover_data_chunks=True, max_block_bytes=8 * 21 * 17 * 2 - 1)) >= 27
+    assert len(run(cover_data_chunks=True, max_block_bytes=8 * 21 * 17 * 2)) == 3

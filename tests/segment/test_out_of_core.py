@@ -53,7 +53,8 @@ def test_segment_out_of_core(tmp_path, model_factory) -> None:  # noqa: ANN001
         opts = SegmentOptions(model=model, threads=threads_per_task(client), budget_bytes=block_budget(worker_memory(client)))
         seg = segment_volume(vol, opts)
         targets = create_group_store(tmp_path / "seg.zarr", as_volume(vol.data, [10, 5, 5], name="mask"), seg.variables)
-        store_blocks(seg.data, [targets[k] for k in seg.variables], markers=None)
+        store_blocks(seg.data, [targets[k] for k in seg.variables], markers=None, cover_data_chunks=True,
+                     max_block_bytes=opts.budget_bytes)  # as porelab segment writes
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         assert client.run(lambda: __import__("os").getpid()) == pids  # no worker was killed and restarted
     assert all(v < LIMIT for v in peaks.values()), {k: v / 2**20 for k, v in peaks.items()}

@@ -51,7 +51,8 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
                                 "image_store": str(image_path), "probability_2d_store": str(src),
                                 **({"probability_store": str(ctx.path(f"{cfg.probability_store}.zarr"))} if cfg.probability_store else {})})
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"),
-                             elsewhere=elsewhere(cfg, seg.variables), cover_data_chunks=True)
+                             elsewhere=elsewhere(cfg, seg.variables), cover_data_chunks=True,
+                             max_block_bytes=opts.budget_bytes)
     porosity = float(open_volume(path).data.mean().compute())
     return StageOutput(path=path, metrics={"porosity": porosity, "model": seg.attrs["model"]["name"],
                                           "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0)})

@@ -136,7 +136,8 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
                          attrs={**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(src),
                                 **({"probability_store": str(ctx.path(f"{cfg.probability_store}.zarr"))} if cfg.probability_store else {})})
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"),
-                             elsewhere=elsewhere(cfg, seg.variables), cover_data_chunks=True)
+                             elsewhere=elsewhere(cfg, seg.variables), cover_data_chunks=True,
+                             max_block_bytes=opts.budget_bytes)
     written = open_volume(path)
     porosity = float(written.data.mean().compute())
     return StageOutput(path=path, metrics={"porosity": porosity, "model": seg.attrs["model"]["name"],
