@@ -1,6 +1,9 @@
 """Segment a stack twice as large as the worker's memory; the worker stays under its limit and is never restarted.
 
 Twice, not more: 4x (2 GiB through one single-threaded worker) takes over half an hour on 2 cores.
+Two worker sizes: at 512 MiB a block covering the prediction blocks (32 x 512 x 512 x 2 channels,
+64 MiB) is above the block budget and the write falls back to store chunks; at 768 MiB it is within
+the budget and the covering blocks are written.
 """
 
 from __future__ import annotations
@@ -12,8 +15,7 @@ import pytest
 from pipeline.engine.dask_cluster import dask_client, threads_per_task, worker_memory
 from pipeline.io.volume import as_volume, create_group_store, open_volume, write_volume
 
-# bytes per worker: a worker with ONNX Runtime loaded already holds 220-320 MiB (WORKER_BASE_BYTES)
-LIMIT = 512 * 2**20
+# a worker with ONNX Runtime loaded already holds 220-320 MiB (WORKER_BASE_BYTES)
 WORKERS = 1
 
 
@@ -34,34 +36,39 @@ def _synthetic(z: int, n: int) -> da.Array:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_segment_out_of_core(tmp_path, model_factory) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(("limit_mib", "covering"), [(512, False), (768, True)], ids=["store-chunks", "covering-blocks"])
+def test_segment_out_of_core(tmp_path, model_factory, limit_mib: int, covering: bool) -> None:  # noqa: ANN001
     import resource
 
-    from pipeline.engine.blocks import store_blocks
+    from pipeline.engine.blocks import covering_block_shape, store_blocks
     from pipeline.segment.infer import block_budget
     from pipeline.segment.volume import SegmentOptions, segment_volume
 
+    limit = limit_mib * 2**20
     n = 512
-    z = 2 * WORKERS * LIMIT // (4 * n * n)
+    z = 2 * WORKERS * limit // (4 * n * n)
     z = (z // 32 + 1) * 32
     model = model_factory("slices", k=3, features=4, depth=2, tile=(256, 256))
-    with dask_client(n_workers=WORKERS, memory_limit=LIMIT, local_directory=tmp_path / "dask") as client:
+    with dask_client(n_workers=WORKERS, memory_limit=limit, local_directory=tmp_path / "dask") as client:
         pids = client.run(lambda: __import__("os").getpid())
         write_volume(as_volume(_synthetic(z, n), [10, 5, 5]), tmp_path / "grey.zarr", chunks=(8, 512, 512))
         vol = open_volume(tmp_path / "grey.zarr")
-        assert vol.nbytes >= 2 * WORKERS * LIMIT
+        assert vol.nbytes >= 2 * WORKERS * limit
         opts = SegmentOptions(model=model, threads=threads_per_task(client), budget_bytes=block_budget(worker_memory(client)))
         seg = segment_volume(vol, opts)
         targets = create_group_store(tmp_path / "seg.zarr", as_volume(vol.data, [10, 5, 5], name="mask"), seg.variables)
+        first = targets["mask"]
+        cover = covering_block_shape(seg.data.chunks[1:], first.chunks, first.shape)
+        assert (np.prod(cover) * len(seg.variables) * seg.data.dtype.itemsize <= opts.budget_bytes) == covering  # the path this case is for
         store_blocks(seg.data, [targets[k] for k in seg.variables], markers=None, cover_data_chunks=True,
                      max_block_bytes=opts.budget_bytes)  # as porelab segment writes
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         assert client.run(lambda: __import__("os").getpid()) == pids  # no worker was killed and restarted
-    assert all(v < LIMIT for v in peaks.values()), {k: v / 2**20 for k, v in peaks.items()}
+    assert all(v < limit for v in peaks.values()), {k: v / 2**20 for k, v in peaks.items()}
     mask = open_volume(tmp_path / "seg.zarr")
     prob = open_volume(tmp_path / "seg.zarr", "probability")
     assert mask.shape == (z, n, n)
     s = slice(z // 2, z // 2 + 2)
     assert np.array_equal(mask[s].values, (prob[s].values >= 0.5).astype(np.uint8))
     print(f"stack {z}x{n}x{n} = {vol.nbytes / 2**20:.0f} MiB float32; worker peak RSS "
-          f"{max(peaks.values()) / 2**20:.0f} MiB of {LIMIT / 2**20:.0f} MiB")
+          f"{max(peaks.values()) / 2**20:.0f} MiB of {limit / 2**20:.0f} MiB")
