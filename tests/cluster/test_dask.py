@@ -64,7 +64,8 @@ def correct_markers(run_dir: Path) -> list[Path]:
 
 
 def test_submit_to_dask_runs_detached(tmp_path: Path, dask_cluster) -> None:
-    data = np.random.default_rng(1).integers(0, 4000, (40, 32, 24), dtype=np.uint16)
+    # 200 one-slice blocks: the job still runs when it is submitted again (with 40 it had finished on a loaded machine)
+    data = np.random.default_rng(1).integers(0, 4000, (200, 32, 24), dtype=np.uint16)
     np.save(tmp_path / "s.npy", data)
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"name": "detached", "engine": {"chunks": [1, 32, 24]},
