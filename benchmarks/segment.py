@@ -3,14 +3,18 @@
 Run:  .venv/bin/python benchmarks/segment.py [--model DIR [--refine DIR]] [--shape 48,512,512] [--workers 2]
       [--skip-inference] [--skip-training] [--accuracy]
       [--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr [--refine DIR] [--samples 8]]
+      [--runtimes torch,torch-bf16,onnx --dataset DATA.zarr --model DIR --refine DIR [--samples 8]]
 
 What is measured:
 
 * inference (same model, same tiles, same volume):
   - baseline: a plain in-process batched torch loop (``predict_volume``: the
-    tiles of the global grid, batched, blended) with torch on all cores;
+    tiles of the global grid, batched, blended) with torch (fp32) on all
+    cores; the same loop with bf16 autocast (``torch-bf16``) and with ONNX
+    Runtime;
   - porelab's dask path: ``predict_dask`` on N single-threaded local workers
-    (torch threads = cores / workers), the model loaded once per worker,
+    (threads = cores / workers) with the runtime ``auto`` picks here, the
+    model loaded once per worker,
     (a) computed and gathered, (b) store to store (zarr float32 in,
     segmentation store out) as ``porelab segment`` does;
   - the ratio of each to the baseline, max |difference| to it, peak RSS per
@@ -25,6 +29,10 @@ What is measured:
   their cards' defaults), accuracy, pore IoU and porosity
   error against the labels, and Mvox/s of each, against the overlap the
   model card names (the baseline of that table);
+* runtimes (``--runtimes torch,torch-bf16,onnx --dataset DATA.zarr --model DIR
+  --refine DIR``): the test split segmented (2D, then the 3D refinement) by
+  each runtime: accuracy, IoU, porosity error and Mvox/s, the first runtime
+  the baseline;
 * accuracy (``--accuracy``): runs ``jobs/ablation.yaml`` (2D, 2.5D k = 3, 5,
   each with and without 3D refinement, against the threshold baseline on the
   test split) and prints its table. Long: see the job file.
@@ -45,6 +53,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +63,7 @@ from pipeline.engine.dask_cluster import dask_client, threads_per_task  # noqa: 
 from pipeline.io.volume import as_volume, open_volume, write_volume  # noqa: E402
 from pipeline.models.folder import read_card  # noqa: E402
 from pipeline.segment.infer import predict_dask, predict_volume  # noqa: E402
+from pipeline.segment.predictor import cpu_has_amx, resolve_runtime  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -93,7 +103,8 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
           f"{card.inference.tile}, overlap {card.inference.overlap}), volume {shape}, {cores} cores")
     torch.set_num_threads(cores)
     timings = {}
-    for runtime in ("torch", "onnx"):
+    names = {"torch": "torch eager (fp32)", "torch-bf16": "torch eager, bf16 autocast", "onnx": "ONNX Runtime"}
+    for runtime in names:
         predict_volume(vol[: card.input.slices + 1], model, card, threads=cores, runtime=runtime)  # warm-up
         _reset_peak()
         t0 = time.perf_counter()
@@ -101,11 +112,13 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
         timings[runtime] = time.perf_counter() - t0
         if runtime == "torch":
             ref = out
-        print(f"  in-process batched {'torch eager' if runtime == 'torch' else 'ONNX Runtime'} loop, {cores} threads: "
-              f"{vox / timings[runtime] / 1e6:.3f} Mvox/s ({timings[runtime]:.1f} s), peak RSS {_peak_mib():.0f} MiB, "
-              f"max |diff| to torch {float(np.abs(out - ref).max()):.1e}")
+        print(f"  in-process batched {names[runtime]} loop, {cores} threads: "
+              f"{vox / timings[runtime] / 1e6:.3f} Mvox/s ({timings[runtime]:.1f} s) = {timings['torch'] / timings[runtime]:.2f}x "
+              f"torch eager, peak RSS {_peak_mib():.0f} MiB, max |diff| to torch {float(np.abs(out - ref).max()):.1e}")
     base = timings["torch"]
-    print(f"  ONNX Runtime / torch eager: {timings['torch'] / timings['onnx']:.2f}x (baseline below: torch eager)")
+    auto = resolve_runtime("auto", "cpu")
+    print(f"  baseline below: torch eager (fp32); the dask path runs {auto} (runtime auto on this CPU: "
+          f"{'AMX' if cpu_has_amx() else 'no AMX'})")
     src = write_volume(as_volume(vol, (10.0, 10.0, 10.0)), tmp / "in.zarr")
     with dask_client(n_workers=workers, threads_per_worker=1, memory_limit="3GiB", local_directory=tmp / "dask") as client:
         threads = threads_per_task(client)
@@ -118,7 +131,7 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
         gathered = time.perf_counter() - t0
         peaks = list(client.run(_peak_mib).values())
         diff = float(np.abs(out - ref).max())
-        print(f"  dask path (ONNX Runtime), {workers} workers x {threads} thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
+        print(f"  dask path ({names[auto]}), {workers} workers x {threads} thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
               f"({gathered:.1f} s) = {base / gathered:.2f}x baseline; max |diff| {diff:.1e}; peak RSS per worker "
               + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
         from pipeline.engine.blocks import store_blocks
@@ -230,6 +243,47 @@ def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: lis
                       f"   {rows_out[card.inference.overlap][0] / t2:.2f}x the default's speed"))
 
 
+def bench_runtimes(model: Path, refine: Path, dataset: Path, runtimes: list[str], samples: int) -> None:
+    """Accuracy and speed of the test split segmented (2D + 3D refinement) by each runtime."""
+    import zarr
+
+    from pipeline.analyze.confusion import counts, summarize
+    from pipeline.segment.dataset import select_rows
+    from pipeline.train.data import prepare_image
+
+    card, rcard = read_card(model), read_card(refine)
+    cores = len(os.sched_getaffinity(0))
+    rows = select_rows(dataset, ["test"])[:samples]
+    images, labels = zarr.open_array(dataset / "image", mode="r"), zarr.open_array(dataset / "labels", mode="r")
+    data = [(prepare_image(np.asarray(images[i]), card.input.preprocess), np.asarray(labels[i])) for i in rows]
+    vox = sum(img.size for img, _ in data)
+    print(f"runtimes: {len(rows)} test stacks of {dataset.name} ({vox / 1e6:.1f} Mvox), models {card.name} + {rcard.name}, "
+          f"{cores} threads, in process; baseline: {runtimes[0]}")
+    print(f"  {'runtime':>11} {'2D Mvox/s':>9} {'3D Mvox/s':>9} {'2D+3D':>6} | {'acc %':>6} {'IoU pore %':>10} "
+          f"{'IoU solid %':>11} {'por. err':>8} {'voxels changed %':>16}")
+    first: dict[str, Any] = {}
+    for rt in runtimes:
+        c3 = 0
+        t2 = t3 = 0.0
+        masks = []
+        for img, lab in data:
+            predict_volume(img[:2], model, card, threads=cores, runtime=rt)  # warm-up (an ONNX export, a first call)
+            t0 = time.perf_counter()
+            p = predict_volume(img, model, card, threads=cores, runtime=rt)[0]
+            t2 += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            q = predict_volume(np.stack([p, img]), refine, rcard, threads=cores, runtime=rt)[0]
+            t3 += time.perf_counter() - t0
+            c3 = c3 + counts(q, lab, threshold=rcard.inference.threshold)
+            masks.append(q >= rcard.inference.threshold)
+        m = summarize(c3)
+        first.setdefault("masks", masks)
+        changed = 100 * sum(int((a != b).sum()) for a, b in zip(masks, first["masks"])) / vox
+        print(f"  {rt:>11} {vox / t2 / 1e6:>9.2f} {vox / t3 / 1e6:>9.2f} {vox / (t2 + t3) / 1e6:>6.2f} | "
+              f"{100 * m['accuracy']:>6.2f} {100 * m['iou_pore']:>10.2f} {100 * m['iou_solid']:>11.2f} "
+              f"{m['porosity_abs_error']:>8.4f} {changed:>16.3f}")
+
+
 def bench_accuracy() -> None:
     job = REPO / "jobs" / "ablation.yaml"
     subprocess.run([sys.executable, "-m", "pipeline", "run", str(job)], check=True, cwd=REPO)
@@ -251,7 +305,8 @@ def main() -> None:
     ap.add_argument("--accuracy", action="store_true", help="also run jobs/ablation.yaml (long) and print its table")
     ap.add_argument("--overlaps", default=None, help="tile overlaps to compare on --dataset's test split, e.g. 0,0.125,0.25,0.5")
     ap.add_argument("--refine", type=Path, default=None, help="3D refinement model: timed after the 2D model, and used by --overlaps")
-    ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps")
+    ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps and --runtimes")
+    ap.add_argument("--runtimes", default=None, help="runtimes to compare on --dataset's test split, e.g. torch,torch-bf16,onnx")
     args = ap.parse_args()
     cache = Path(os.environ.get("PORELAB_CACHE", REPO / ".cache"))
     cache.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .cache yet
@@ -266,6 +321,10 @@ def main() -> None:
             if args.model is None or args.dataset is None:
                 ap.error("--overlaps needs --model and --dataset")
             bench_overlap(args.model, args.refine, args.dataset, [float(v) for v in args.overlaps.split(",")], args.samples)
+        if args.runtimes:
+            if args.model is None or args.refine is None or args.dataset is None:
+                ap.error("--runtimes needs --model, --refine and --dataset")
+            bench_runtimes(args.model, args.refine, args.dataset, args.runtimes.split(","), args.samples)
         if args.accuracy:
             bench_accuracy()
     finally:

@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", default=None, metavar="SIZE", help="memory limit per worker, e.g. 2GiB")
     p.add_argument("--dask", default=None, metavar="tcp://HOST:PORT", help="use a running Dask scheduler")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the network runs (cuda: one local worker)")
-    p.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
-                   help="what runs the network: ONNX Runtime on CPUs where installed (auto), or torch")
+    p.add_argument("--runtime", choices=["auto", "torch", "torch-bf16", "onnx"], default="auto",
+                   help="what runs the network: torch (fp32), torch-bf16 (bf16 autocast) or ONNX Runtime; auto: "
+                        "torch-bf16 on CPUs with AMX, else ONNX Runtime where installed, else torch")
     p.set_defaults(func=_run)
 
 
@@ -71,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.io.volume import (as_volume, atomic_dir, consolidate_store, create_group_store, open_volume, provenance,
                                     voxel_size_of)
     from pipeline.segment.infer import block_budget
+    from pipeline.segment.predictor import resolve_runtime
     from pipeline.segment.volume import SegmentOptions, check_voxel_size, load_for, refine_volume, segment_volume
 
     if args.overlap is not None and not 0 <= args.overlap < 1:
@@ -91,10 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     with dask_client(args.dask, n_workers=workers, memory_limit=args.memory_limit,
                      local_directory=out.resolve().parent / ".dask-scratch") as client:
         mem = worker_memory(client)
+        runtime = resolve_runtime(args.runtime, args.device, memory_limit=mem)
         opts = SegmentOptions(model=args.model, tta=args.tta, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                               threshold=args.threshold, preprocess=args.preprocess, device=args.device,
-                              threads=threads_per_task(client), runtime=args.runtime, resample=args.resample,
-                              budget_bytes=block_budget(mem))
+                              threads=threads_per_task(client), runtime=runtime, resample=args.resample,
+                              budget_bytes=block_budget(mem, runtime))
         seg = segment_volume(vol, opts, where=args.input)
         warn = None if args.resample else check_voxel_size(seg.card, vol.attrs.get("voxel_size_nm"))  # type: ignore[arg-type]
         if warn:

@@ -34,21 +34,25 @@ DEFAULT_BLOCK_BYTES = 384 * 2**20
 # What a Dask worker holds before its first block: the interpreter with dask, xarray, zarr and
 # ONNX Runtime imported, a session loaded (measured 220-320 MiB on CPU workers).
 WORKER_BASE_BYTES = 256 * 2**20
+#: A worker that runs torch holds more: 480 MiB measured with the shipped 2D model loaded (ONNX Runtime: 310).
+TORCH_WORKER_BASE_BYTES = 512 * 2**20
 MIN_BLOCK_BYTES = 16 * 2**20
 
 
-def block_budget(memory_limit: int | None) -> int:
+def block_budget(memory_limit: int | None, runtime: str = "onnx") -> int:
     """Bytes of one block's estimate (:func:`block_chunks`) for a worker with ``memory_limit`` bytes.
 
     A block really costs about three times its estimate (the halo copy Dask's
     overlap makes, the network's activations, the float16 and uint8 outputs), so
-    a sixth of what the worker has left after :data:`WORKER_BASE_BYTES`, at
-    least :data:`MIN_BLOCK_BYTES` and at most :data:`DEFAULT_BLOCK_BYTES`;
-    :data:`DEFAULT_BLOCK_BYTES` without a limit.
+    a sixth of what the worker has left after its libraries
+    (:data:`WORKER_BASE_BYTES`, :data:`TORCH_WORKER_BASE_BYTES` for the torch
+    runtimes), at least :data:`MIN_BLOCK_BYTES` and at most
+    :data:`DEFAULT_BLOCK_BYTES`; :data:`DEFAULT_BLOCK_BYTES` without a limit.
     """
     if memory_limit is None:
         return DEFAULT_BLOCK_BYTES
-    return int(min(DEFAULT_BLOCK_BYTES, max(MIN_BLOCK_BYTES, (int(memory_limit) - WORKER_BASE_BYTES) // 6)))
+    base = WORKER_BASE_BYTES if runtime == "onnx" else TORCH_WORKER_BASE_BYTES
+    return int(min(DEFAULT_BLOCK_BYTES, max(MIN_BLOCK_BYTES, (int(memory_limit) - base) // 6)))
 
 
 @dataclass(frozen=True)
@@ -191,9 +195,9 @@ def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: Mode
         The model folder and its ``model.json``.
     tta : bool
         Average over test-time flips; the output then has a second channel, the spread.
-    runtime : {"auto", "torch", "onnx"}
-        What runs the network (auto: ONNX Runtime on CPUs where installed,
-        see :func:`pipeline.segment.predictor.resolve_runtime`).
+    runtime : {"auto", "torch", "torch-bf16", "onnx"}
+        What runs the network (auto: torch-bf16 on CPUs with AMX, else ONNX
+        Runtime where installed, see :func:`pipeline.segment.predictor.resolve_runtime`).
 
     Returns
     -------

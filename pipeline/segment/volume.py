@@ -44,8 +44,8 @@ class SegmentOptions:
         ``"cpu"`` or ``"cuda"``.
     threads : int or None
         torch / ONNX Runtime threads per task (None: their default).
-    runtime : {"auto", "torch", "onnx"}
-        What runs the network (auto: ONNX Runtime on CPUs where installed).
+    runtime : {"auto", "torch", "torch-bf16", "onnx"}
+        What runs the network (see :func:`pipeline.segment.predictor.resolve_runtime`).
     resample : bool
         Segment at the voxel size the model was trained at (linear
         resampling there and back, :mod:`pipeline.segment.resample`).

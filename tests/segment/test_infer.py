@@ -6,10 +6,12 @@ import dask.array as da
 import numpy as np
 import pytest
 
+from pipeline.errors import UserError
 from pipeline.models.folder import read_card
 from pipeline.segment.infer import (
     DEFAULT_BLOCK_BYTES,
     MIN_BLOCK_BYTES,
+    TORCH_WORKER_BASE_BYTES,
     WORKER_BASE_BYTES,
     block_budget,
     block_chunks,
@@ -124,12 +126,31 @@ def test_onnx_runtime_equals_torch(model_factory, kind: str, shape: tuple[int, .
     assert path.is_file() and card.weights_sha256[:16] in path.name  # exported once, named by the weights
 
 
-def test_auto_runtime_is_onnx_on_cpus_where_installed() -> None:
-    from pipeline.segment.predictor import resolve_runtime
+def test_auto_runtime_is_bf16_torch_on_amx_cpus_else_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.segment import predictor
 
-    assert resolve_runtime("auto", "cpu") == "onnx"
-    assert resolve_runtime("auto", "cuda") == "torch"
-    assert resolve_runtime("torch", "cpu") == "torch"
+    monkeypatch.setattr(predictor, "cpu_has_amx", lambda: False)
+    assert predictor.resolve_runtime("auto", "cpu") == "onnx"
+    monkeypatch.setattr(predictor, "cpu_has_amx", lambda: True)
+    assert predictor.resolve_runtime("auto", "cpu") == "torch-bf16"
+    monkeypatch.setattr(predictor, "_cuda_bf16", lambda: False)
+    assert predictor.resolve_runtime("auto", "cuda") == "torch"
+    monkeypatch.setattr(predictor, "_cuda_bf16", lambda: True)
+    assert predictor.resolve_runtime("auto", "cuda") == "torch-bf16"
+    assert predictor.resolve_runtime("torch", "cpu") == "torch"
+    with pytest.raises(UserError, match="runtime is 'tf'"):
+        predictor.resolve_runtime("tf", "cpu")
+
+
+@pytest.mark.parametrize("kind,shape", [("slices", (4, 48, 48)), ("volume", (2, 16, 32, 32))])
+def test_bf16_runtime_stays_close_to_fp32(model_factory, kind: str, shape: tuple[int, ...]) -> None:  # noqa: ANN001
+    folder = model_factory(kind, **({"k": 3} if kind == "slices" else {}))
+    card = read_card(folder)
+    vol = _volume(shape, seed=11)
+    fp32 = predict_volume(vol, folder, card, runtime="torch")
+    bf16 = predict_volume(vol, folder, card, runtime="torch-bf16")
+    assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
+    assert 0 < np.abs(bf16 - fp32).max() < 0.05  # bf16 really ran (not fp32), and stays close
 
 
 def test_onnx_workers_do_not_import_torch(model_factory) -> None:  # noqa: ANN001
@@ -159,3 +180,15 @@ def test_block_budget_leaves_the_worker_its_base_memory() -> None:
     assert block_budget(mem) == (mem - WORKER_BASE_BYTES) // 6
     # three times the estimate (what a block really costs) plus the base stays under the limit
     assert WORKER_BASE_BYTES + 3 * block_budget(mem) < mem
+    # torch takes more of the worker than ONNX Runtime
+    assert block_budget(mem, "torch-bf16") == (mem - TORCH_WORKER_BASE_BYTES) // 6 < block_budget(mem, "onnx")
+    assert block_budget(TORCH_WORKER_BASE_BYTES, "torch") == MIN_BLOCK_BYTES
+
+
+def test_small_workers_keep_onnx_runtime_on_amx_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.segment import predictor
+
+    monkeypatch.setattr(predictor, "cpu_has_amx", lambda: True)
+    assert predictor.resolve_runtime("auto", "cpu", memory_limit=768 * 2**20) == "onnx"  # torch would fill most of it
+    assert predictor.resolve_runtime("auto", "cpu", memory_limit=2 * 2**30) == "torch-bf16"
+    assert predictor.resolve_runtime("torch-bf16", "cpu", memory_limit=768 * 2**20) == "torch-bf16"  # asked for: kept

@@ -42,6 +42,7 @@ def test_segment_out_of_core(tmp_path, model_factory, limit_mib: int, covering: 
 
     from pipeline.engine.blocks import covering_block_shape, store_blocks
     from pipeline.segment.infer import block_budget
+    from pipeline.segment.predictor import resolve_runtime
     from pipeline.segment.volume import SegmentOptions, segment_volume
 
     limit = limit_mib * 2**20
@@ -54,7 +55,9 @@ def test_segment_out_of_core(tmp_path, model_factory, limit_mib: int, covering: 
         write_volume(as_volume(_synthetic(z, n), [10, 5, 5]), tmp_path / "grey.zarr", chunks=(8, 512, 512))
         vol = open_volume(tmp_path / "grey.zarr")
         assert vol.nbytes >= 2 * WORKERS * limit
-        opts = SegmentOptions(model=model, threads=threads_per_task(client), budget_bytes=block_budget(worker_memory(client)))
+        runtime = resolve_runtime("auto", "cpu", memory_limit=worker_memory(client))  # as the segment stage does
+        opts = SegmentOptions(model=model, threads=threads_per_task(client), runtime=runtime,
+                              budget_bytes=block_budget(worker_memory(client), runtime))
         seg = segment_volume(vol, opts)
         targets = create_group_store(tmp_path / "seg.zarr", as_volume(vol.data, [10, 5, 5], name="mask"), seg.variables)
         first = targets["mask"]

@@ -28,8 +28,9 @@ class Inference(Strict):
     threshold: float | None = Field(None, gt=0.0, lt=1.0, description="Probability from which a voxel is pore; default the model's.")
     preprocess: bool = Field(False, description="Denoise and normalise a raw (integer) volume as the model's training data was.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the network runs (auto: cuda with backend cupy).")
-    runtime: Literal["auto", "torch", "onnx"] = Field("auto", description="What runs the network: ONNX Runtime (auto, on CPUs "
-                                                      "where installed; exported once from the weights) or torch.")
+    runtime: Literal["auto", "torch", "torch-bf16", "onnx"] = Field(
+        "auto", description="What runs the network: torch (fp32), torch-bf16 (bf16 autocast) or ONNX Runtime (CPUs; exported "
+        "once from the weights). auto: torch-bf16 on CPUs with AMX and on CUDA with bf16, else ONNX Runtime on CPUs where installed, else torch.")
     resample: bool = Field(False, description="Segment at the voxel size the model was trained at (linear resampling there and back).")
     probability_store: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                                           description="Write the probability (and uncertainty) into this separate store "
@@ -55,15 +56,17 @@ def options(ctx: StageContext, cfg: Inference, *, task: str) -> Any:
     from pipeline.engine.dask_cluster import threads_per_task, worker_memory
     from pipeline.jobs.stages.training import model_ref
     from pipeline.segment.infer import block_budget
+    from pipeline.segment.predictor import resolve_runtime
     from pipeline.segment.volume import SegmentOptions
 
     client = ctx.dask()
     device = cfg.device if cfg.device != "auto" else ("cuda" if ctx.backend == "cupy" else "cpu")
     mem = worker_memory(client)
-    budget = block_budget(mem)
+    runtime = resolve_runtime(cfg.runtime, device, memory_limit=mem)
+    budget = block_budget(mem, runtime)
     return SegmentOptions(model=model_ref(ctx, cfg.model, task=task), tta=cfg.tta, tile=cfg.tile, overlap=cfg.overlap,
                           batch_size=cfg.batch_size, threshold=cfg.threshold, preprocess=cfg.preprocess, device=device,
-                          threads=threads_per_task(client), budget_bytes=budget, runtime=cfg.runtime,
+                          threads=threads_per_task(client), budget_bytes=budget, runtime=runtime,
                           resample=cfg.resample)
 
 
