@@ -203,9 +203,11 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
     if config.get("init"):
         net.load_state_dict(load_model(config["init"]).net.state_dict(), strict=True)
     precision = resolve_precision(s.get("precision", "fp32"), device)
-    channels_last = card.architecture.dims == 2 and not device.startswith("cuda")
-    if channels_last:  # oneDNN's fast layout for 2D convolutions on CPUs
-        net = net.to(memory_format=torch.channels_last)
+    # oneDNN's fast layout on CPUs: 2D 1.3x, 3D 1.2x faster bf16 training steps (AMX, stop 21)
+    layout = None if device.startswith("cuda") else (torch.channels_last if card.architecture.dims == 2
+                                                     else torch.channels_last_3d)
+    if layout is not None:
+        net = net.to(memory_format=layout)
     model = session.prepare(net)
     opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
     loss_fn = make_loss(**s["loss"])
@@ -246,8 +248,8 @@ def train_worker(config: dict[str, Any], session: Any = None) -> None:
                 g["lr"] = lr
             xb, yb = augment_batch(batch.x, batch.y, aug_rng, aug, image_channels)
             x = torch.from_numpy(xb).to(device)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             y = torch.from_numpy(yb).to(device)
             t2 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
