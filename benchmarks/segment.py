@@ -19,8 +19,9 @@ What is measured:
     segmentation store out) as ``porelab segment`` does;
   - the ratio of each to the baseline, max |difference| to it, peak RSS per
     worker, and seconds per Gvox extrapolated for a whole stack;
-  - with ``--refine DIR``: the 3D refinement store to store after it, and
-    the whole segmentation (2D + 3D) in Mvox/s.
+  - with ``--refine DIR``: the 3D refinement store to store after it (at
+    ``--refine-overlap``, default the card's), and the whole segmentation
+    (2D + 3D) in Mvox/s.
 * training (``--skip-training`` to leave out): samples/s of 2 Ray Train
   workers against 1 on the same dataset and settings (second epoch).
 * overlap (``--overlaps 0,0.125,0.25,0.5 --dataset DATA.zarr --model DIR
@@ -92,7 +93,8 @@ def default_model(folder: Path) -> Path:
     return make_model_folder(folder, kind="slices", k=3, features=16, depth=4, tile=(256, 256))
 
 
-def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp: Path, refine: Path | None = None) -> None:
+def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp: Path, refine: Path | None = None,
+                    refine_overlap: float | None = None) -> None:
     import torch
 
     card = read_card(model)
@@ -154,12 +156,13 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
             client.run(_reset_peak)
             t0 = time.perf_counter()
             ref3d = refine_volume(open_volume(tmp / "out.zarr", "probability"), open_volume(src),
-                                  SegmentOptions(model=refine, threads=threads))
+                                  SegmentOptions(model=refine, threads=threads, overlap=refine_overlap))
             targets = create_group_store(tmp / "out3d.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), ref3d.variables)
             store_blocks(ref3d.data, [targets[n] for n in ref3d.variables], markers=None, cover_data_chunks=True)
             t3d = time.perf_counter() - t0
             peaks = list(client.run(_peak_mib).values())
-            print(f"  3D refinement {read_card(refine).name}, store to store: {vox / t3d / 1e6:.3f} Mvox/s ({t3d:.1f} s); "
+            ov3 = read_card(refine).inference.overlap if refine_overlap is None else refine_overlap
+            print(f"  3D refinement {read_card(refine).name} (tile overlap {ov3}), store to store: {vox / t3d / 1e6:.3f} Mvox/s ({t3d:.1f} s); "
                   "peak RSS per worker " + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
             print(f"  the whole segmentation (2D + 3D refinement, blended, TTA off): {vox / (stored + t3d) / 1e6:.3f} Mvox/s "
                   f"= {(stored + t3d) / vox * 1e9 / 60:.1f} min per Gvox on {workers} workers")
@@ -305,6 +308,7 @@ def main() -> None:
     ap.add_argument("--accuracy", action="store_true", help="also run jobs/ablation.yaml (long) and print its table")
     ap.add_argument("--overlaps", default=None, help="tile overlaps to compare on --dataset's test split, e.g. 0,0.125,0.25,0.5")
     ap.add_argument("--refine", type=Path, default=None, help="3D refinement model: timed after the 2D model, and used by --overlaps")
+    ap.add_argument("--refine-overlap", type=float, default=None, help="tile overlap of the timed 3D refinement (default the card's)")
     ap.add_argument("--samples", type=int, default=8, help="test stacks for --overlaps and --runtimes")
     ap.add_argument("--runtimes", default=None, help="runtimes to compare on --dataset's test split, e.g. torch,torch-bf16,onnx")
     args = ap.parse_args()
@@ -314,7 +318,8 @@ def main() -> None:
     try:
         if not args.skip_inference:
             model = args.model or default_model(tmp / "model")
-            bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp, args.refine)  # type: ignore[arg-type]
+            bench_inference(model, tuple(int(v) for v in args.shape.split(",")), args.workers, tmp, args.refine,  # type: ignore[arg-type]
+                            args.refine_overlap)
         if not args.skip_training:
             bench_training(tmp, args.dataset)
         if args.overlaps:
