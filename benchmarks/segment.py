@@ -199,20 +199,26 @@ def bench_training(tmp: Path, dataset: Path | None) -> None:
           f"against 1 worker x {cores} CPUs (torch threads): {two / rates[(1, cores)]:.2f}x")
 
 
-def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: list[float], samples: int) -> None:
-    """Accuracy and speed of the test split segmented at each tile overlap."""
+def load_test_stacks(dataset: Path, card: Any, samples: int) -> tuple[list[int], list[tuple[np.ndarray, np.ndarray]]]:
+    """The first ``samples`` test stacks of ``dataset``: their rows and (image prepared for the model, labels)."""
     import zarr
 
-    from pipeline.analyze.confusion import counts, summarize
     from pipeline.segment.dataset import select_rows
     from pipeline.train.data import prepare_image
+
+    rows = select_rows(dataset, ["test"])[:samples]
+    images, labels = zarr.open_array(dataset / "image", mode="r"), zarr.open_array(dataset / "labels", mode="r")
+    return rows, [(prepare_image(np.asarray(images[i]), card.input.preprocess), np.asarray(labels[i])) for i in rows]
+
+
+def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: list[float], samples: int) -> None:
+    """Accuracy and speed of the test split segmented at each tile overlap."""
+    from pipeline.analyze.confusion import counts, summarize
 
     card = read_card(model)
     rcard = read_card(refine) if refine is not None else None
     cores = len(os.sched_getaffinity(0))
-    rows = select_rows(dataset, ["test"])[:samples]
-    images, labels = zarr.open_array(dataset / "image", mode="r"), zarr.open_array(dataset / "labels", mode="r")
-    data = [(prepare_image(np.asarray(images[i]), card.input.preprocess), np.asarray(labels[i])) for i in rows]
+    rows, data = load_test_stacks(dataset, card, samples)
     vox = sum(img.size for img, _ in data)
     print(f"overlap: {len(rows)} test stacks of {dataset.name} ({vox / 1e6:.1f} Mvox), model {card.name} "
           f"(card overlap {card.inference.overlap}), refinement {rcard.name if rcard else 'none'}, {cores} threads")
@@ -248,17 +254,11 @@ def bench_overlap(model: Path, refine: Path | None, dataset: Path, overlaps: lis
 
 def bench_runtimes(model: Path, refine: Path, dataset: Path, runtimes: list[str], samples: int) -> None:
     """Accuracy and speed of the test split segmented (2D + 3D refinement) by each runtime."""
-    import zarr
-
     from pipeline.analyze.confusion import counts, summarize
-    from pipeline.segment.dataset import select_rows
-    from pipeline.train.data import prepare_image
 
     card, rcard = read_card(model), read_card(refine)
     cores = len(os.sched_getaffinity(0))
-    rows = select_rows(dataset, ["test"])[:samples]
-    images, labels = zarr.open_array(dataset / "image", mode="r"), zarr.open_array(dataset / "labels", mode="r")
-    data = [(prepare_image(np.asarray(images[i]), card.input.preprocess), np.asarray(labels[i])) for i in rows]
+    rows, data = load_test_stacks(dataset, card, samples)
     vox = sum(img.size for img, _ in data)
     print(f"runtimes: {len(rows)} test stacks of {dataset.name} ({vox / 1e6:.1f} Mvox), models {card.name} + {rcard.name}, "
           f"{cores} threads, in process; baseline: {runtimes[0]}")

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the network runs (cuda: one local worker)")
     p.add_argument("--runtime", choices=["auto", "torch", "torch-bf16", "onnx"], default="auto",
                    help="what runs the network: torch (fp32), torch-bf16 (bf16 autocast) or ONNX Runtime; auto: "
-                        "torch-bf16 on CPUs with AMX, else ONNX Runtime where installed, else torch")
+                        "torch-bf16 on CPUs with AMX and on CUDA with bf16, else ONNX Runtime on CPUs where installed, else torch")
     p.set_defaults(func=_run)
 
 

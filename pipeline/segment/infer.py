@@ -196,8 +196,9 @@ def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: Mode
     tta : bool
         Average over test-time flips; the output then has a second channel, the spread.
     runtime : {"auto", "torch", "torch-bf16", "onnx"}
-        What runs the network (auto: torch-bf16 on CPUs with AMX, else ONNX
-        Runtime where installed, see :func:`pipeline.segment.predictor.resolve_runtime`).
+        What runs the network (auto: torch-bf16 on CPUs with AMX and on CUDA
+        with bf16, else ONNX Runtime on CPUs where installed, see
+        :func:`pipeline.segment.predictor.resolve_runtime`).
 
     Returns
     -------
