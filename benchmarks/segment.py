@@ -85,6 +85,13 @@ def rendered_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return prepare_image(img, DEFAULT_PREPROCESS)
 
 
+def _store_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The job's default store chunks, clipped to the volume (what porelab segment starts from)."""
+    from pipeline.io.volume import DEFAULT_CHUNKS
+
+    return tuple(min(int(c), int(s)) for c, s in zip(DEFAULT_CHUNKS, shape))
+
+
 def default_model(folder: Path) -> Path:
     """A randomly initialised model of the shipped 2.5D architecture (for speed only)."""
     sys.path.insert(0, str(REPO / "tests"))
@@ -136,14 +143,15 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
         print(f"  dask path ({names[auto]}), {workers} workers x {threads} thread(s), gathered: {vox / gathered / 1e6:.3f} Mvox/s "
               f"({gathered:.1f} s) = {base / gathered:.2f}x baseline; max |diff| {diff:.1e}; peak RSS per worker "
               + ", ".join(f"{p:.0f}" for p in peaks) + " MiB")
-        from pipeline.engine.blocks import store_blocks
+        from pipeline.engine.blocks import nesting_chunks, store_blocks
         from pipeline.io.volume import create_group_store
         from pipeline.segment.volume import SegmentOptions, segment_volume
 
         client.run(_reset_peak)
         t0 = time.perf_counter()
         seg = segment_volume(open_volume(src), SegmentOptions(model=model, threads=threads))
-        targets = create_group_store(tmp / "out.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), seg.variables)
+        targets = create_group_store(tmp / "out.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), seg.variables,
+                                     chunks=nesting_chunks(seg.data.chunks[1:], _store_chunks(data.shape)))
         store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None, cover_data_chunks=True)
         stored = time.perf_counter() - t0
         peaks = list(client.run(_peak_mib).values())
@@ -157,7 +165,8 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
             t0 = time.perf_counter()
             ref3d = refine_volume(open_volume(tmp / "out.zarr", "probability"), open_volume(src),
                                   SegmentOptions(model=refine, threads=threads, overlap=refine_overlap))
-            targets = create_group_store(tmp / "out3d.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), ref3d.variables)
+            targets = create_group_store(tmp / "out3d.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), ref3d.variables,
+                                         chunks=nesting_chunks(ref3d.data.chunks[1:], _store_chunks(data.shape)))
             store_blocks(ref3d.data, [targets[n] for n in ref3d.variables], markers=None, cover_data_chunks=True)
             t3d = time.perf_counter() - t0
             peaks = list(client.run(_peak_mib).values())

@@ -65,12 +65,13 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import dask.array as da
+    import xarray as xr
 
-    from pipeline.engine.blocks import store_blocks
+    from pipeline.engine.blocks import nesting_chunks, store_blocks
     from pipeline.engine.dask_cluster import dask_client, threads_per_task, worker_memory
     from pipeline.errors import UserError
-    from pipeline.io.volume import (as_volume, atomic_dir, consolidate_store, create_group_store, open_volume, provenance,
-                                    voxel_size_of)
+    from pipeline.io.volume import (DEFAULT_CHUNKS, as_volume, atomic_dir, consolidate_store, create_group_store, open_volume,
+                                    provenance, voxel_size_of)
     from pipeline.segment.infer import block_budget
     from pipeline.segment.predictor import resolve_runtime
     from pipeline.segment.volume import SegmentOptions, check_voxel_size, load_for, refine_volume, segment_volume
@@ -108,8 +109,27 @@ def _run(args: argparse.Namespace) -> int:
         attrs = {**{k: v for k, v in vol.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs, "image_store": str(args.input),
                  "provenance": provenance("segment", {"model": str(seg.folder), "refine": refine, "tta": args.tta})}
         template = as_volume(vol.data, voxel_size_of(vol), name="mask", attrs=attrs)
+        image = None
+        if refine is not None:
+            image = vol if vol.dtype.kind == "f" else None
+            if image is None:
+                from pipeline.segment.volume import preprocess_for
+
+                image = preprocess_for(vol, seg.card)  # type: ignore[arg-type]
+            refine_opts = SegmentOptions(**{**opts.__dict__, "model": refine, "tta": False})
+        store_chunks = tuple(min(int(c), int(s)) for c, s in zip(DEFAULT_CHUNKS, vol.shape))
+        # every variable in chunks that the blocks computing it are whole multiples of: each block computed once
+        chunks_2d = nesting_chunks(seg.data.chunks[1:], store_chunks)
+        if refine is None:
+            variable_chunks = {n: chunks_2d for n in variables}
+        else:
+            # the 3D blocks, from the refinement over the (lazy) 2D probability: the same shape, so the same blocks
+            plan_3d = refine_volume(xr.DataArray(seg.data[1], dims=vol.dims, coords=vol.coords, attrs=vol.attrs), image,
+                                    refine_opts, where=f"{out} (probability_2d)", image_where=args.input)
+            chunks_3d = nesting_chunks(plan_3d.data.chunks[1:], store_chunks)
+            variable_chunks = {n: (chunks_3d if n in ("mask", "probability") else chunks_2d) for n in variables}
         with atomic_dir(out, overwrite=args.overwrite) as tmp:
-            targets = create_group_store(tmp, template, variables)
+            targets = create_group_store(tmp, template, variables, variable_chunks=variable_chunks)
             if refine is None:
                 store_blocks(seg.data, [targets[n] for n in seg.variables], markers=None, progress="segment", cover_data_chunks=True,
                              max_block_bytes=opts.budget_bytes)
@@ -118,13 +138,7 @@ def _run(args: argparse.Namespace) -> int:
                 store_blocks(da.stack([seg.data[1], *([seg.data[2]] if args.tta else [])]), [targets[n] for n in first],
                              markers=None, progress="segment 2D", cover_data_chunks=True,
                              max_block_bytes=opts.budget_bytes)
-                image = vol if vol.dtype.kind == "f" else None
-                if image is None:
-                    from pipeline.segment.volume import preprocess_for
-
-                    image = preprocess_for(vol, seg.card)  # type: ignore[arg-type]
-                ref = refine_volume(open_volume(tmp, "probability_2d"), image,
-                                    SegmentOptions(**{**opts.__dict__, "model": refine, "tta": False}),
+                ref = refine_volume(open_volume(tmp, "probability_2d"), image, refine_opts,
                                     where=f"{out} (probability_2d)", image_where=args.input)
                 store_blocks(ref.data, [targets["mask"], targets["probability"]], markers=None, progress="refine 3D", cover_data_chunks=True,
                              max_block_bytes=opts.budget_bytes)

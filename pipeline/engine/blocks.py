@@ -23,7 +23,8 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "block_regions", "covering_block_shape", "done_blocks", "record_total", "TOTAL_NAME"]
+__all__ = ["store_blocks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
+           "record_total", "TOTAL_NAME"]
 
 #: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
 TOTAL_NAME = "blocks.json"
@@ -36,6 +37,56 @@ def block_regions(shape: Sequence[int], chunks: Sequence[int]) -> Iterator[tuple
         index = tuple(st // int(c) for st, c in zip(starts, chunks))
         region = tuple(slice(st, min(st + int(c), int(s))) for st, c, s in zip(starts, chunks, shape))
         yield index, region
+
+
+def chunk_regions(chunks: Sequence[Sequence[int]]) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...]]]:
+    """Yield ``(block_index, region)`` for the chunks of a dask array (``Array.chunks``, regular or not)."""
+    bounds = [np.concatenate([[0], np.cumsum([int(v) for v in c])]).astype(int) for c in chunks]
+    for index in itertools.product(*(range(len(c)) for c in chunks)):
+        yield index, tuple(slice(int(b[i]), int(b[i + 1])) for b, i in zip(bounds, index))
+
+
+def nests(data_chunks: Sequence[Sequence[int]], chunks: Sequence[int]) -> bool:
+    """Whether every border between ``data_chunks`` (per axis, ``Array.chunks``) is a border of the store's ``chunks``.
+
+    Then each of the data's chunks is a whole number of store chunks, and
+    writing the data chunk by chunk computes each chunk exactly once.
+    """
+    if len(data_chunks) != len(chunks):
+        raise ValueError(f"data chunks {len(data_chunks)}-D and store chunks {len(chunks)}-D differ")
+    return all(int(b) % int(c) == 0 for dc, c in zip(data_chunks, chunks) for b in np.cumsum([int(v) for v in dc])[:-1])
+
+
+def nesting_chunks(data_chunks: Sequence[Sequence[int]], chunks: Sequence[int]) -> tuple[int, ...]:
+    """Store chunks for a lazy array: ``chunks`` where its own chunks are whole multiples of them, else its own chunk size.
+
+    A segmentation's blocks are sized by memory, not by the store: blocks of
+    8 whole slices under a store chunk of 32 slices, or 3D blocks of 48 x 192 x
+    192 voxels under store chunks of 32 x 256 x 256. A store with these chunks
+    (8 x 256 x 256, or 48 x 192 x 192) takes every block as it is computed
+    (:func:`nests`); with the other chunks each block would be computed once
+    for every store block it touches.
+
+    Parameters
+    ----------
+    data_chunks : sequence of sequences of int
+        The lazy array's chunk sizes per axis (``dask.array.Array.chunks``).
+    chunks : sequence of int
+        The store chunks one would use otherwise (the job's).
+    """
+    if len(data_chunks) != len(chunks):
+        raise ValueError(f"data chunks {len(data_chunks)}-D and store chunks {len(chunks)}-D differ")
+    out = []
+    for dc, c in zip(data_chunks, chunks):
+        borders = np.cumsum([int(v) for v in dc])[:-1]
+        own = int(dc[0])
+        if all(int(b) % int(c) == 0 for b in borders):
+            out.append(int(c))
+        elif all(int(b) % own == 0 for b in borders):
+            out.append(own)
+        else:
+            out.append(int(c))
+    return tuple(out)
 
 
 def covering_block_shape(data_chunks: Sequence[Sequence[int]], chunks: Sequence[int], shape: Sequence[int]) -> tuple[int, ...]:
@@ -66,13 +117,31 @@ def _marker(markers: Path, index: tuple[int, ...]) -> Path:
     return markers / (".".join(str(i) for i in index) + ".done")
 
 
-def record_total(markers: Path, total: int) -> None:
-    """Write how many blocks the write in ``markers`` has, so progress can be told from outside (atomic)."""
+def record_total(markers: Path, total: int, grid: Sequence[Sequence[int]] | None = None) -> None:
+    """Write how many blocks the write in ``markers`` has (and their sizes per axis), so progress can be told
+    from outside and a resumed write knows what its markers mean (atomic)."""
     import json
 
     tmp = markers / f".{TOTAL_NAME}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"total": int(total)}))
+    info: dict[str, Any] = {"total": int(total)}
+    if grid is not None:
+        info["grid"] = [[int(v) for v in c] for c in grid]
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, markers / TOTAL_NAME)
+
+
+def _forget_other_grid(markers: Path, grid: Sequence[Sequence[int]]) -> None:
+    """Remove the done markers of an earlier write whose blocks were cut otherwise (another worker memory, say):
+    their indices name other regions. Markers without a recorded grid are kept (a write of the same store chunks)."""
+    import json
+
+    try:
+        old = json.loads((markers / TOTAL_NAME).read_text()).get("grid")
+    except (OSError, ValueError):
+        return
+    if old is not None and old != [[int(v) for v in c] for c in grid]:
+        for marker in markers.glob("*.done"):
+            marker.unlink()
 
 
 def done_blocks(markers: Path | None) -> set[str]:
@@ -162,14 +231,17 @@ def store_blocks(
         Shape of one unit of work: whole multiples of the target's chunks
         (an edge may be the full extent). Default: one chunk.
     cover_data_chunks : bool
-        Without ``block_shape``: blocks that hold ``data``'s own largest chunk
-        (:func:`covering_block_shape`), so that a lazy array of chunks larger
-        than the store's is computed once per chunk, not once per store chunk.
+        Without ``block_shape``: ``data``'s own chunks are the blocks where they
+        are whole store chunks (:func:`nests`; a store made with
+        :func:`nesting_chunks`), else blocks that hold ``data``'s largest chunk
+        (:func:`covering_block_shape`). Either way a lazy array of chunks
+        larger than the store's is computed once per chunk, not once per store
+        chunk.
     max_block_bytes : int, optional
-        With ``cover_data_chunks``: the most bytes of ``data`` one covering
-        block may hold (all channels); a larger one falls back to the store's
-        chunks, which bounds memory at the price of recomputing ``data``'s
-        chunks (a worker holds a block, its parts and their casts at once).
+        With ``cover_data_chunks``: the most bytes of ``data`` one block may
+        hold (all channels); a larger one falls back to the store's chunks,
+        which bounds memory at the price of recomputing ``data``'s chunks (a
+        worker holds a block, its parts and their casts at once).
 
     Returns
     -------
@@ -183,32 +255,42 @@ def store_blocks(
     if tuple(data.shape) != expected or any(t.shape != target.shape or t.chunks != target.chunks for t in targets):
         raise ValueError(f"data shape {data.shape} does not match the store shape {expected}")
     chunks = tuple(int(c) for c in target.chunks)
+    per_channel = (len(targets) if several else 1) * data.dtype.itemsize
+    grid: tuple[tuple[int, ...], ...] | None = None  # blocks of the data's own (possibly irregular) chunks
     if block_shape is None and cover_data_chunks:
-        cover = covering_block_shape(data.chunks[-len(chunks):], chunks, target.shape)
-        nbytes = int(np.prod(cover)) * (len(targets) if several else 1) * data.dtype.itemsize
-        if max_block_bytes is None or nbytes <= max_block_bytes:
-            block_shape = cover
+        own = tuple(tuple(int(v) for v in c) for c in data.chunks[-len(chunks):])
+        if nests(own, chunks):
+            if max_block_bytes is None or int(np.prod([max(c) for c in own])) * per_channel <= max_block_bytes:
+                grid = own
+        else:
+            cover = covering_block_shape(own, chunks, target.shape)
+            if max_block_bytes is None or int(np.prod(cover)) * per_channel <= max_block_bytes:
+                block_shape = cover
     if block_shape is not None:
         block_shape = tuple(min(int(b), int(s)) for b, s in zip(block_shape, target.shape))
         for b, c, s in zip(block_shape, chunks, target.shape):
             if b % c and b != s:
                 raise ValueError(f"block shape {block_shape} is not a whole multiple of the chunks {chunks}")
         chunks = block_shape
-    data = data.rechunk(((len(targets),), *chunks) if several else chunks)
+    if grid is None:
+        grid = tuple(tuple(min(int(c), int(s) - st) for st in range(0, int(s), int(c))) for c, s in zip(chunks, target.shape))
+    data = data.rechunk(((len(targets),), *grid) if several else grid)
     paths = [str(Path(str(t.store.root)) / t.path) if t.path else str(t.store.root) for t in targets]
     store: str | list[str] = paths if several else paths[0]
     marker_dir = Path(markers) if markers is not None else None
     if marker_dir is not None:
         marker_dir.mkdir(parents=True, exist_ok=True)
+    if marker_dir is not None:
+        _forget_other_grid(marker_dir, grid)
     done = done_blocks(marker_dir)
     todo = [
         (index, region)
-        for index, region in block_regions(target.shape, chunks)
+        for index, region in chunk_regions(grid)
         if marker_dir is None or _marker(marker_dir, index).name not in done
     ]
     total = int(np.prod(data.numblocks))
     if marker_dir is not None:
-        record_total(marker_dir, total)
+        record_total(marker_dir, total, grid)
     lead = (0,) if several else ()
     client = _active_client()
     if max_in_flight is None:

@@ -231,6 +231,7 @@ def create_group_store(
     primary: str | None = None,
     attrs: Mapping[str, Any] | None = None,
     codec: str | None = None,
+    variable_chunks: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, zarr.Array]:
     """Create an empty zarr v3 store holding several volumes of ``template``'s shape and coordinates.
 
@@ -251,6 +252,9 @@ def create_group_store(
         Attributes of the store's root.
     codec : str, optional
         As in :func:`create_volume_store`; the same for every variable.
+    variable_chunks : mapping of str to chunks, optional
+        Chunks of some variables other than ``chunks`` (volumes computed in
+        other blocks, see :func:`pipeline.engine.blocks.nesting_chunks`).
 
     Raises
     ------
@@ -269,9 +273,15 @@ def create_group_store(
 
         named = compressors_named(codec)
     chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks or DEFAULT_CHUNKS, template.shape))
+    own = {str(n): tuple(min(int(c), int(s)) for c, s in zip(c_n, template.shape)) for n, c_n in (variable_chunks or {}).items()}
+    unknown = set(own) - {str(n) for n in variables}
+    if unknown:
+        raise ValueError(f"variable_chunks names {sorted(unknown)}, which are not among the variables {list(variables)}")
+    var_chunks = {str(n): own.get(str(n), chunks) for n in variables}
     var_attrs = _jsonable(dict(template.attrs))
     ds = xr.Dataset(
-        {str(n): (template.dims, da.zeros(template.shape, dtype=np.dtype(dt), chunks=chunks), var_attrs) for n, dt in variables.items()},
+        {str(n): (template.dims, da.zeros(template.shape, dtype=np.dtype(dt), chunks=var_chunks[str(n)]), var_attrs)
+         for n, dt in variables.items()},
         coords=template.coords,
         attrs={**_jsonable(dict(attrs or {})), "primary_variable": primary or next(iter(variables))},
     )
@@ -284,7 +294,8 @@ def create_group_store(
         zarr_format=3,
         consolidated=False,
         encoding={
-            str(n): {"chunks": chunks, "compressors": named if codec is not None else compressors_for(str(n)), "fill_value": fill_value}
+            str(n): {"chunks": var_chunks[str(n)], "compressors": named if codec is not None else compressors_for(str(n)),
+                     "fill_value": fill_value}
             for n in variables
         },
     )

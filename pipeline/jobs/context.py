@@ -147,14 +147,19 @@ class StageContext:
         block computes all channels once and writes each into its variable;
         one set of done markers covers them all. ``cover_data_chunks``: write
         blocks that hold ``data``'s own chunks, up to ``max_block_bytes`` (see
-        :func:`pipeline.engine.blocks.store_blocks`).
+        :func:`pipeline.engine.blocks.store_blocks`); without ``chunks`` the
+        stores then get chunks that ``data``'s blocks are whole multiples of
+        (:func:`pipeline.engine.blocks.nesting_chunks` of the job's chunks), so
+        that each block is computed once.
         """
         import zarr
 
-        from pipeline.engine.blocks import store_blocks
+        from pipeline.engine.blocks import nesting_chunks, store_blocks
         from pipeline.io.volume import create_group_store, provenance
 
         self.dask()
+        if cover_data_chunks and chunks is None:
+            chunks = nesting_chunks(data.chunks[1:], tuple(min(int(c), int(s)) for c, s in zip(self.chunks, data.shape[1:])))
         elsewhere = dict(elsewhere or {})
         path = self.path(filename)
         reuse = (self.work_dir / f"{filename}.blocks-{self.stage_hash[:12]}").exists() and path.exists()

@@ -122,8 +122,11 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
     tile is computed twice in y, x); otherwise (y, x) blocks that are
     multiples of the grid step and at least a tile. Along z, as many slices as
     fit the budget, in multiples of ``z_multiple`` (the store's chunk) for a
-    slice model and of the z step for a 3D model, so that few tiles straddle
-    two blocks. No chunk is shorter than the halo it lends a neighbour.
+    slice model (or of its half, quarter... when one chunk of slices does not
+    fit) and of the z step for a 3D model, so that few tiles straddle two
+    blocks. No chunk is shorter than the halo it lends a neighbour. Outputs
+    are written into stores whose chunks nest in these blocks
+    (:func:`pipeline.engine.blocks.nesting_chunks`).
     """
     Z, Y, X = (int(s) for s in shape)
     hz = int(plan.halo[0])
@@ -144,6 +147,10 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
         halo_yx = [0 if yx[i] == n else halo_yx[i] for i, n in enumerate((Y, X))]
     grain = max(1, int(z_multiple)) if plan.tile[0] == 1 else int(plan.step[0])
     grain = min(grain, Z)
+    if plan.tile[0] == 1:
+        # a store chunk of slices that does not fit: halves of it (whole divisors), so that blocks still nest in it
+        while grain > 1 and grain % 2 == 0 and _block_bytes(plan, (max(min_z, grain), *yx), (hz, *halo_yx), n_out) > budget_bytes:
+            grain //= 2
     cz = min(Z, -(-min_z // grain) * grain)
     while cz + grain <= Z and _block_bytes(plan, (cz + grain, *yx), (hz, *halo_yx), n_out) <= budget_bytes:
         cz += grain

@@ -86,6 +86,23 @@ def test_blocks_are_whole_planes_when_they_fit_and_grid_multiples_otherwise(mode
     assert len(y) > 1 and all(c % 48 == 0 for c in y[:-1]) and min(y + x) >= 64
 
 
+def test_planes_that_fit_only_a_part_of_a_store_chunk_take_a_divisor_of_it(model_factory) -> None:  # noqa: ANN001
+    """Whole 2D planes, but 32 of them (the store's chunk) are over the budget: blocks of 8, and a store that nests them."""
+    from pipeline.engine.blocks import nesting_chunks, nests
+    from pipeline.segment.infer import _block_bytes
+
+    card = read_card(model_factory("slices", k=1, tile=(64, 64)))
+    shape = (100, 300, 400)
+    plan = plan_tiles(card, shape)
+    budget = _block_bytes(plan, (10, 300, 400), (0, 0, 0), 1)  # 10 planes fit, 16 do not
+    z, y, x = block_chunks(shape, plan, budget_bytes=budget, z_multiple=32)
+    assert y == (300,) and x == (400,)
+    assert z[:-1] == (8,) * (len(z) - 1) and sum(z) == 100
+    assert _block_bytes(plan, (max(z), 300, 400), (0, 0, 0), 1) <= budget
+    store = nesting_chunks((z, y, x), (32, 256, 256))
+    assert store == (8, 256, 256) and nests((z, y, x), store)
+
+
 def test_short_axes_get_one_tile_rounded_to_the_divisor(model_factory) -> None:  # noqa: ANN001
     card = read_card(model_factory("slices", k=1, tile=(64, 64)))
     assert plan_tiles(card, (3, 20, 150)).tile == (1, 20, 64)  # divisor 4: 20 stays 20
