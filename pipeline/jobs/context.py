@@ -18,6 +18,9 @@ __all__ = ["StageContext"]
 
 log = logging.getLogger("porelab")
 
+#: Most bytes of a written block holding whole chunks of a lazy volume when no worker has a memory limit.
+COVER_BYTES = 256 * 2**20
+
 
 @dataclass
 class StageContext:
@@ -87,6 +90,15 @@ class StageContext:
         self._ray_init()
 
     # -- outputs -----------------------------------------------------------
+    def cover_bytes(self) -> int:
+        """Most bytes of one written block that holds whole chunks of a lazy volume: an eighth of a Dask
+        worker's memory limit (a block, its parts and their casts are held at once, two blocks per worker),
+        :data:`COVER_BYTES` without a limit."""
+        from pipeline.engine.dask_cluster import worker_memory
+
+        mem = worker_memory(self.dask())
+        return COVER_BYTES if mem is None else int(mem) // 8
+
     def write_volume(
         self,
         vol: xr.DataArray,
@@ -107,6 +119,12 @@ class StageContext:
         hash, versions). Runs on the run's Dask client. ``codec`` (a name of
         :data:`pipeline.io.codecs.CODEC_NAMES` other than ``"auto"``) sets the
         store's compression; default the variable's usual one.
+
+        Without ``block_shape`` the blocks hold the lazy volume's own chunks
+        (whole-slice slabs of a correction or a baseline filter; see
+        :func:`pipeline.engine.blocks.store_blocks`, ``cover_data_chunks``) up
+        to :meth:`cover_bytes`, so that each is computed once and not once per
+        store chunk of its slices.
         """
         from pipeline.engine.blocks import store_blocks
 
@@ -117,7 +135,8 @@ class StageContext:
         if dtype is not None:
             data = data.astype(dtype)
         computed = store_blocks(
-            data, target, markers=markers, progress=progress or f"{self.name}: {filename}", block_shape=block_shape
+            data, target, markers=markers, progress=progress or f"{self.name}: {filename}", block_shape=block_shape,
+            cover_data_chunks=block_shape is None, max_block_bytes=self.cover_bytes(),
         )
         self.blocks_computed[filename] = computed
         return path
