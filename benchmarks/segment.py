@@ -164,7 +164,7 @@ def bench_inference(model: Path, shape: tuple[int, int, int], workers: int, tmp:
             client.run(_reset_peak)
             t0 = time.perf_counter()
             ref3d = refine_volume(open_volume(tmp / "out.zarr", "probability"), open_volume(src),
-                                  SegmentOptions(model=refine, threads=threads, overlap=refine_overlap))
+                                  SegmentOptions(model=refine, threads=threads, overlap=refine_overlap, scratch=tmp / "tiles"))
             targets = create_group_store(tmp / "out3d.zarr", as_volume(data, (10.0, 10.0, 10.0), name="mask"), ref3d.variables,
                                          chunks=nesting_chunks(ref3d.data.chunks[1:], _store_chunks(data.shape)))
             store_blocks(ref3d.data, [targets[n] for n in ref3d.variables], markers=None, cover_data_chunks=True)

@@ -64,8 +64,9 @@ def _refine_ref(args: argparse.Namespace) -> str | None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import shutil
+
     import dask.array as da
-    import xarray as xr
 
     from pipeline.engine.blocks import nesting_chunks, store_blocks
     from pipeline.engine.dask_cluster import dask_client, threads_per_task, worker_memory
@@ -74,7 +75,8 @@ def _run(args: argparse.Namespace) -> int:
                                     provenance, voxel_size_of)
     from pipeline.segment.infer import block_budget
     from pipeline.segment.predictor import resolve_runtime
-    from pipeline.segment.volume import SegmentOptions, check_voxel_size, load_for, refine_volume, segment_volume
+    from pipeline.segment.volume import (SegmentOptions, check_voxel_size, load_for, refine_block_chunks, refine_volume,
+                                         segment_volume)
 
     if args.overlap is not None and not 0 <= args.overlap < 1:
         raise UserError(f"--overlap {args.overlap} is not valid; expected a number in [0, 1)")
@@ -116,17 +118,17 @@ def _run(args: argparse.Namespace) -> int:
                 from pipeline.segment.volume import preprocess_for
 
                 image = preprocess_for(vol, seg.card)  # type: ignore[arg-type]
-            refine_opts = SegmentOptions(**{**opts.__dict__, "model": refine, "tta": False})
+            # each 3D tile computed once; its sums wait beside the output until it is written
+            scratch = out.resolve().parent / f".{out.name}.tiles"
+            shutil.rmtree(scratch, ignore_errors=True)  # sums of an earlier, other input are never reused
+            refine_opts = SegmentOptions(**{**opts.__dict__, "model": refine, "tta": False, "scratch": scratch})
         store_chunks = tuple(min(int(c), int(s)) for c, s in zip(DEFAULT_CHUNKS, vol.shape))
         # every variable in chunks that the blocks computing it are whole multiples of: each block computed once
         chunks_2d = nesting_chunks(seg.data.chunks[1:], store_chunks)
         if refine is None:
             variable_chunks = {n: chunks_2d for n in variables}
         else:
-            # the 3D blocks, from the refinement over the (lazy) 2D probability: the same shape, so the same blocks
-            plan_3d = refine_volume(xr.DataArray(seg.data[1], dims=vol.dims, coords=vol.coords, attrs=vol.attrs), image,
-                                    refine_opts, where=f"{out} (probability_2d)", image_where=args.input)
-            chunks_3d = nesting_chunks(plan_3d.data.chunks[1:], store_chunks)
+            chunks_3d = nesting_chunks(refine_block_chunks(tuple(vol.shape), refine_opts), store_chunks)
             variable_chunks = {n: (chunks_3d if n in ("mask", "probability") else chunks_2d) for n in variables}
         with atomic_dir(out, overwrite=args.overwrite) as tmp:
             targets = create_group_store(tmp, template, variables, variable_chunks=variable_chunks)
@@ -142,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
                                     where=f"{out} (probability_2d)", image_where=args.input)
                 store_blocks(ref.data, [targets["mask"], targets["probability"]], markers=None, progress="refine 3D", cover_data_chunks=True,
                              max_block_bytes=opts.budget_bytes)
+                shutil.rmtree(scratch, ignore_errors=True)
                 import zarr
 
                 zarr.open_group(tmp, mode="r+").attrs.update({"refine_model": ref.attrs["model"]})

@@ -23,7 +23,7 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
+__all__ = ["store_blocks", "compute_tasks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
            "record_total", "TOTAL_NAME"]
 
 #: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
@@ -292,10 +292,6 @@ def store_blocks(
     if marker_dir is not None:
         record_total(marker_dir, total, grid)
     lead = (0,) if several else ()
-    client = _active_client()
-    if max_in_flight is None:
-        threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
-        max_in_flight = max(2, threads + max(1, threads // 2))
     # data is chunked by block, so each block is one dask chunk: its delayed
     # value (with the graph culled to that block) is the chunk itself, where
     # passing data.blocks[...] would concatenate a copy of it.
@@ -309,7 +305,33 @@ def store_blocks(
         )
         for index, region in todo
     ]
-    with progress_bar(total=total, initial=total - len(todo), desc=progress, unit="block") as bar:
+    compute_tasks(tasks, progress=progress, total=total, max_in_flight=max_in_flight)
+    return len(todo)
+
+
+def compute_tasks(tasks: Sequence[Any], *, progress: str | None = None, total: int | None = None,
+                  max_in_flight: int | None = None) -> None:
+    """Compute independent delayed tasks (blocks) on the active Dask client, or on threads without one.
+
+    Parameters
+    ----------
+    tasks : sequence of dask.delayed
+        One per block; their results are dropped.
+    progress : str, optional
+        Label of a progress bar over blocks.
+    total : int, optional
+        Blocks of the whole job when some were done before (the bar starts at
+        ``total - len(tasks)``).
+    max_in_flight : int, optional
+        Blocks computed at once; bounds memory. Default: one per worker thread
+        plus half as many queued, so workers never wait and memory stays bounded.
+    """
+    client = _active_client()
+    if max_in_flight is None:
+        threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
+        max_in_flight = max(2, threads + max(1, threads // 2))
+    total = len(tasks) if total is None else int(total)
+    with progress_bar(total=total, initial=total - len(tasks), desc=progress, unit="block") as bar:
         if client is not None:
             from distributed import as_completed
 
@@ -323,8 +345,7 @@ def store_blocks(
                 if nxt is not None:
                     queue.add(client.compute(nxt))
         else:
-            _compute_in_threads(tasks, min(max_in_flight, os.cpu_count() or 1), bar)
-    return len(todo)
+            _compute_in_threads(list(tasks), min(max_in_flight, os.cpu_count() or 1), bar)
 
 
 def _compute_in_threads(tasks: list[Any], n_threads: int, bar: Any) -> None:

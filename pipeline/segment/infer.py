@@ -96,8 +96,14 @@ def plan_tiles(card: ModelCard, shape: Sequence[int], *, tile: Sequence[int] | N
     return TilePlan(tile=te, step=st, halo=te, neighbours=1, channels=len(inp.channels))  # type: ignore[arg-type]
 
 
-def _block_bytes(plan: TilePlan, core: Sequence[int], halo: Sequence[int], n_out: int) -> int:
-    """Input with its halo plus the accumulators of one block, float32."""
+def _block_bytes(plan: TilePlan, core: Sequence[int], halo: Sequence[int], n_out: int, *, owned: bool = False) -> int:
+    """Input with its halo plus the accumulators of one block, float32.
+
+    ``owned``: a block of :mod:`pipeline.segment.owned`, which reads and sums
+    over its core and one tile past its upper side only.
+    """
+    if owned:
+        return 4 * (plan.channels + n_out + 1) * math.prod(c + h for c, h in zip(core, halo))
     inp = plan.channels * math.prod(c + 2 * h for c, h in zip(core, halo))
     return 4 * (inp + (n_out + 1) * math.prod(core))
 
@@ -115,7 +121,7 @@ def _split(n: int, c: int, halo: int) -> tuple[int, ...]:
 
 
 def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget_bytes: int = DEFAULT_BLOCK_BYTES,
-                 z_multiple: int = 1, min_blocks: int = 1) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+                 z_multiple: int = 1, min_blocks: int = 1, owned: bool = False) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """Dask chunks (z, y, x) of the blocks a volume is segmented in.
 
     Whole (y, x) planes when a few slices of them fit ``budget_bytes`` (no
@@ -126,13 +132,15 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
     fit) and of the z step for a 3D model, so that few tiles straddle two
     blocks. No chunk is shorter than the halo it lends a neighbour. Outputs
     are written into stores whose chunks nest in these blocks
-    (:func:`pipeline.engine.blocks.nesting_chunks`).
+    (:func:`pipeline.engine.blocks.nesting_chunks`). ``owned``: blocks of
+    :mod:`pipeline.segment.owned` (their memory estimate).
     """
+
     Z, Y, X = (int(s) for s in shape)
     hz = int(plan.halo[0])
     min_z = max(int(plan.tile[0]), hz + 1)
     yx, halo_yx = [Y, X], [0, 0]
-    if _block_bytes(plan, (min_z, Y, X), (hz, 0, 0), n_out) > budget_bytes:
+    if _block_bytes(plan, (min_z, Y, X), (hz, 0, 0), n_out, owned=owned) > budget_bytes:
         halo_yx = [int(plan.halo[1]), int(plan.halo[2])]
         lows = []
         for i, n in enumerate((Y, X)):
@@ -140,7 +148,7 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
             low = min(n, -(-t // step) * step)
             lows.append(low)
             yx[i] = min(n, max(low, (4 * t // step) * step))
-        while _block_bytes(plan, (min_z, *yx), (hz, *halo_yx), n_out) > budget_bytes and (yx[0] > lows[0] or yx[1] > lows[1]):
+        while _block_bytes(plan, (min_z, *yx), (hz, *halo_yx), n_out, owned=owned) > budget_bytes and (yx[0] > lows[0] or yx[1] > lows[1]):
             i = 0 if yx[0] - lows[0] >= yx[1] - lows[1] else 1
             step = plan.step[i + 1]
             yx[i] = max(lows[i], (yx[i] // 2 // step) * step)
@@ -149,12 +157,12 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
     grain = min(grain, Z)
     if plan.tile[0] == 1:
         # a store chunk of slices that does not fit: halves of it (whole divisors), so that blocks still nest in it
-        while grain > 1 and grain % 2 == 0 and _block_bytes(plan, (max(min_z, grain), *yx), (hz, *halo_yx), n_out) > budget_bytes:
+        while grain > 1 and grain % 2 == 0 and _block_bytes(plan, (max(min_z, grain), *yx), (hz, *halo_yx), n_out, owned=owned) > budget_bytes:
             grain //= 2
     cz = min(Z, -(-min_z // grain) * grain)
-    while cz + grain <= Z and _block_bytes(plan, (cz + grain, *yx), (hz, *halo_yx), n_out) <= budget_bytes:
+    while cz + grain <= Z and _block_bytes(plan, (cz + grain, *yx), (hz, *halo_yx), n_out, owned=owned) <= budget_bytes:
         cz += grain
-    if Z - cz < grain and _block_bytes(plan, (Z, *yx), (0, *halo_yx), n_out) <= budget_bytes:
+    if Z - cz < grain and _block_bytes(plan, (Z, *yx), (0, *halo_yx), n_out, owned=owned) <= budget_bytes:
         cz = Z  # the rest of the axis fits too: one block along z
     n_yx = -(-Y // yx[0]) * -(-X // yx[1])
     if n_yx * -(-Z // cz) < min_blocks:

@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.models.inputs import neighbour_indices, pad_to
 
-__all__ = ["tile_starts", "gaussian_window", "tiles_touching", "predict_region", "Predict"]
+__all__ = ["tile_starts", "gaussian_window", "tiles_touching", "predict_region", "accumulate_tiles", "Predict"]
 
 #: ``(batch, channels, *tile) float32 -> (batch, outputs, *tile) float32``.
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -126,6 +126,44 @@ def predict_region(
     tile = [int(t) for t in tile]
     if neighbours > 1 and (block.shape[0] != 1 or tile[0] != 1):
         raise ValueError("2.5D neighbours need a one-channel block and tiles of one slice along the first axis")
+    starts = tiles_touching(global_shape, tile, step, region)
+    if not starts:
+        raise ValueError("no tile touches the region")
+    acc, wsum = accumulate_tiles(block, origin, region, global_shape, starts, tile=tile, predict=predict, n_out=n_out,
+                                 batch_size=batch_size, sigma_scale=sigma_scale, neighbours=neighbours)
+    acc /= wsum
+    return acc
+
+
+def accumulate_tiles(
+    block: np.ndarray,
+    origin: Sequence[int],
+    region: Sequence[slice],
+    global_shape: Sequence[int],
+    starts: Sequence[tuple[int, ...]],
+    *,
+    tile: Sequence[int],
+    predict: Predict,
+    n_out: int = 1,
+    batch_size: int = 4,
+    sigma_scale: float = 0.125,
+    neighbours: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted sum of the tiles at ``starts`` over ``region``, and the sum of their weights (not divided).
+
+    :func:`predict_region` divides one by the other over the tiles that touch
+    a block's core; the 3D refinement without recomputed tiles
+    (:mod:`pipeline.segment.owned`) adds the sums of neighbouring blocks first.
+    Parameters as in :func:`predict_region`; ``block`` must hold every tile at
+    ``starts`` (an axis shorter than its tile: all of it).
+
+    Returns
+    -------
+    acc : ndarray of float32, shape (n_out, *region shape)
+    wsum : ndarray of float32, shape region shape
+    """
+    spatial = block.ndim - 1
+    tile = [int(t) for t in tile]
     short = [ax for ax in range(spatial) if global_shape[ax] < tile[ax]]
     for ax in short:
         if origin[ax] != 0 or block.shape[ax + 1] != global_shape[ax]:
@@ -136,9 +174,6 @@ def predict_region(
     rshape = tuple(r.stop - r.start for r in region)
     acc = np.zeros((n_out, *rshape), dtype=np.float32)
     wsum = np.zeros(rshape, dtype=np.float32)
-    starts = tiles_touching(global_shape, tile, step, region)
-    if not starts:
-        raise ValueError("no tile touches the region")
     cuts: list[tuple[object, ...]] = []
     for a in starts:
         lo = [a[d] - origin[d] for d in range(spatial)]
@@ -172,6 +207,5 @@ def predict_region(
         probs = np.asarray(predict(np.ascontiguousarray(batch, dtype=np.float32)), dtype=np.float32)
         if probs.shape != (len(batch), n_out, *tile):
             raise ValueError(f"predict returned shape {probs.shape}; expected {(len(batch), n_out, *tile)}")
-        accumulate(starts[i : i + batch_size], probs)
-    acc /= wsum
-    return acc
+        accumulate(list(starts[i : i + batch_size]), probs)
+    return acc, wsum

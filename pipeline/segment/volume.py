@@ -23,7 +23,8 @@ from pipeline.models.card import ModelCard
 from pipeline.models.folder import read_card, resolve_model
 from pipeline.segment.infer import DEFAULT_BLOCK_BYTES, predict_dask
 
-__all__ = ["SegmentOptions", "Segmentation", "segment_volume", "refine_volume", "check_voxel_size", "preprocess_for", "load_for"]
+__all__ = ["SegmentOptions", "Segmentation", "segment_volume", "refine_volume", "refine_block_chunks", "check_voxel_size",
+           "preprocess_for", "load_for"]
 
 
 @dataclass
@@ -51,6 +52,10 @@ class SegmentOptions:
         resampling there and back, :mod:`pipeline.segment.resample`).
     budget_bytes : int
         Memory for one block.
+    scratch : str or path or None
+        A folder (on storage every worker sees) for a volume model's tile sums:
+        each tile is then computed once instead of once per block it touches
+        (:mod:`pipeline.segment.owned`). None: blocks with a halo of one tile.
     """
 
     model: str | Path | None = None
@@ -65,6 +70,7 @@ class SegmentOptions:
     budget_bytes: int = DEFAULT_BLOCK_BYTES
     runtime: str = "auto"
     resample: bool = False
+    scratch: str | Path | None = None
 
 
 @dataclass
@@ -132,9 +138,17 @@ def _predict(inputs: list[xr.DataArray], folder: Path, card: ModelCard, opts: Se
         target = training_voxel_size(card.input.voxel_size_nm)
         inputs = [resample_volume(v.astype(np.float32), target) for v in inputs]
     data = inputs[0].data if len(inputs) == 1 else da.stack([v.data.astype(np.float32) for v in inputs])
-    prob = predict_dask(data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
-                        batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
-                        budget_bytes=opts.budget_bytes, runtime=opts.runtime)
+    prob = None
+    if opts.scratch is not None and card.input.kind != "slices":
+        from pipeline.segment.owned import predict_owned
+
+        prob = predict_owned(data, folder, card, opts.scratch, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
+                             batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
+                             budget_bytes=opts.budget_bytes, runtime=opts.runtime, progress="3D tiles")
+    if prob is None:
+        prob = predict_dask(data, folder, card, tta=opts.tta, tile=opts.tile, overlap=opts.overlap,
+                            batch_size=opts.batch_size, device=opts.device, threads=opts.threads,
+                            budget_bytes=opts.budget_bytes, runtime=opts.runtime)
     if inputs[0] is grid:
         return prob
     back = [resample_like(xr.DataArray(prob[i], dims=grid.dims, coords=inputs[0].coords, attrs=inputs[0].attrs), grid).data
@@ -214,3 +228,21 @@ def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentO
     prob = _predict([probability, image], folder, card, opts)
     data, variables = _outputs(prob, card, opts)
     return Segmentation(data=data, variables=variables, attrs=_attrs(card, folder, opts, plan.tile), card=card, folder=folder)
+
+
+def refine_block_chunks(shape: tuple[int, ...], opts: SegmentOptions) -> tuple[tuple[int, ...], ...]:
+    """The blocks (dask chunks, z, y, x) :func:`refine_volume` computes a volume of ``shape`` in, before any is
+    computed: the chunks its output store should nest (:func:`pipeline.engine.blocks.nesting_chunks`)."""
+    import math
+
+    from pipeline.segment.infer import _cluster_threads, block_chunks, plan_tiles
+    from pipeline.segment.owned import owned_blocks
+
+    _, card = load_for(opts, "refine")
+    plan = plan_tiles(card, shape, tile=opts.tile, overlap=opts.overlap)
+    n_out = 2 if opts.tta else 1
+    if opts.scratch is not None and card.input.kind != "slices":
+        blocks = owned_blocks(shape, plan, n_out=n_out, budget_bytes=opts.budget_bytes, min_blocks=2 * _cluster_threads())
+        if math.prod(blocks.grid) > 1:
+            return blocks.chunks
+    return block_chunks(shape, plan, n_out=n_out, budget_bytes=opts.budget_bytes, min_blocks=2 * _cluster_threads())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +47,9 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     else:
         raise UserError(f"stage {ctx.name!r}: {src} does not say which image it segmented; set image: to the preprocessed volume")
     image = open_volume(image_path)
+    # each 3D tile computed once: their sums wait in the stage's work folder until the write is done
+    scratch = ctx.work_dir / f"{ctx.name}.tiles-{ctx.stage_hash[:12]}"
+    opts = dataclasses.replace(opts, scratch=scratch)
     seg = refine_volume(prob, image, opts, where=str(src), image_where=str(image_path))
     template = as_volume(image.data, voxel_size_of(image), name="mask",
                          attrs={**{k: v for k, v in image.attrs.items() if k not in ("provenance", "meaning")}, **seg.attrs,
@@ -53,6 +58,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     path = ctx.write_volumes(template, seg.data, seg.variables, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"),
                              elsewhere=elsewhere(cfg, seg.variables), cover_data_chunks=True,
                              max_block_bytes=opts.budget_bytes)
+    shutil.rmtree(scratch, ignore_errors=True)
     porosity = float(open_volume(path).data.mean().compute())
     return StageOutput(path=path, metrics={"porosity": porosity, "model": seg.attrs["model"]["name"],
                                           "blocks_computed": ctx.blocks_computed.get(f"{ctx.name}.zarr", 0)})
