@@ -15,9 +15,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from pipeline.baseline.threshold import BaselineParams, baseline_segment
+from pipeline.baseline.threshold import BaselineParams, _segment_block, baseline_threshold, filtered_stack
 
-__all__ = ["DEFAULT_GRID", "sensitivity_sweep"]
+__all__ = ["DEFAULT_GRID", "FILTER_PARAMS", "sensitivity_sweep"]
 
 #: Values tried for each parameter.
 DEFAULT_GRID: dict[str, Sequence[Any]] = {
@@ -29,8 +29,14 @@ DEFAULT_GRID: dict[str, Sequence[Any]] = {
 }
 
 
-def _porosity(image: Any, p: BaselineParams) -> tuple[float, dict[str, float]]:
-    labels, info = baseline_segment(image, p)
+#: The parameters the filtered stack depends on (the others only threshold and clean it).
+FILTER_PARAMS = ("destripe", "stripe_width", "filter", "filter_size")
+
+
+def _porosity(filtered: da.Array, p: BaselineParams) -> tuple[float, dict[str, float]]:
+    """The baseline's porosity and threshold on an already filtered stack (:func:`baseline_segment`'s later steps)."""
+    info = baseline_threshold(filtered, p)
+    labels = filtered.map_blocks(_segment_block, info["threshold"], p.min_size, dtype=np.uint8)
     return float(da.mean(labels).compute()), info
 
 
@@ -75,25 +81,38 @@ def sensitivity_sweep(
         idx = np.unique(np.linspace(0, arr.shape[0] - 1, max_slices).round().astype(int))
         arr = arr[idx]
     arr = arr.rechunk({0: "auto", 1: -1, 2: -1}).persist() if isinstance(image, da.Array) else da.from_array(np.asarray(arr.compute() if isinstance(arr, da.Array) else arr), chunks=(8, -1, -1))
-    runs: list[dict[str, Any]] = []
-    seen: dict[tuple, float] = {}
+    # every setting, in the order of the report: the defaults, one parameter at a time, the joint grid
+    settings: list[dict[str, Any]] = [{}]
+    settings += [{name: v} for name, values in grid.items() for v in values]
+    if joint and all(j in grid for j in joint):
+        settings += [{joint[0]: a, joint[1]: b} for a, b in itertools.product(grid[joint[0]], grid[joint[1]])]
+
+    def key_of(changes: dict[str, Any]) -> tuple:
+        return tuple(sorted(base.with_(**changes).as_dict().items(), key=lambda kv: kv[0]))
+
+    unique: dict[tuple, dict[str, Any]] = {}
+    for changes in settings:
+        unique.setdefault(key_of(changes), changes)
+    # settings that share a filter share its (persisted) filtered stack: filtered once, thresholded many times
+    groups: dict[tuple, list[tuple]] = {}
+    for key, changes in unique.items():
+        p = base.with_(**changes)
+        groups.setdefault(tuple(getattr(p, n) for n in FILTER_PARAMS), []).append(key)
+    found: dict[tuple, tuple[float, dict[str, float]]] = {}
+    for keys in groups.values():
+        filtered = filtered_stack(arr, base.with_(**unique[keys[0]])).persist()
+        for key in keys:
+            found[key] = _porosity(filtered, base.with_(**unique[key]))
+        del filtered
+    runs = [{"params": dict(unique[k]), "porosity": found[k][0], "threshold": found[k][1]["threshold"]} for k in unique]
 
     def run(changes: dict[str, Any]) -> float:
-        p = base.with_(**changes)
-        key = tuple(sorted(p.as_dict().items(), key=lambda kv: kv[0]))
-        if key not in seen:
-            por, info = _porosity(arr, p)
-            seen[key] = por
-            runs.append({"params": dict(changes), "porosity": por, "threshold": info["threshold"]})
-        return seen[key]
+        return found[key_of(changes)][0]
 
     default = run({})
     by_param: dict[str, dict[str, list]] = {}
     for name, values in grid.items():
         by_param[name] = {"values": list(values), "porosity": [run({name: v}) for v in values]}
-    if joint and all(j in grid for j in joint):
-        for a, b in itertools.product(grid[joint[0]], grid[joint[1]]):
-            run({joint[0]: a, joint[1]: b})
     por = np.asarray([r["porosity"] for r in runs])
     return {
         "runs": runs,

@@ -22,3 +22,30 @@ def test_sweep_spread(rendered: tuple[np.ndarray, np.ndarray]) -> None:
     assert len(keys) == len(sw["runs"]) and len(sw["runs"]) == 1 + 2 + 2 + 2 + 4
     again = sensitivity_sweep(image, grid=grid, max_slices=6)
     assert again["spread"] == sw["spread"]
+
+
+def test_each_filter_runs_once_and_every_setting_is_the_baseline_of_its_parameters(rendered, monkeypatch) -> None:  # noqa: ANN001
+    """Settings that share a filter reuse its filtered stack; the porosities are those of baseline_segment."""
+    import dask.array as da
+
+    from pipeline.baseline import BaselineParams, baseline_segment
+    from pipeline.baseline import threshold as th
+
+    image, _ = rendered
+    grid = {"threshold_offset": (-0.05, 0.0, 0.05), "filter_size": (1.0, 5.0), "min_size": (0, 64)}
+    calls: list[float] = []
+    real = th._filter_block
+
+    def spy(block, p):  # noqa: ANN001, ANN202
+        if block.size:  # not dask's probe of the output type
+            calls.append(p.filter_size)
+        return real(block, p)
+
+    monkeypatch.setattr(th, "_filter_block", spy)
+    sw = sensitivity_sweep(image, grid=grid, max_slices=6)
+    # filters of size 3 (the default), 1 and 5, each over the 6 slices once (one dask block of them each)
+    assert sorted(set(calls)) == [1.0, 3.0, 5.0] and len(calls) == 3
+    stack = image[np.unique(np.linspace(0, image.shape[0] - 1, 6).round().astype(int))]
+    for run in sw["runs"][:4]:
+        labels, _ = baseline_segment(stack, BaselineParams().with_(**run["params"]))
+        assert run["porosity"] == float(da.mean(labels).compute())
