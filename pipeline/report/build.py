@@ -222,6 +222,11 @@ def _sec_meshes(run: _Run) -> str:
             keys = [("chamfer_nm", "Chamfer distance (nm)"), ("porosity_abs_error", "porosity abs. error")]
         keys.append(("seconds", "meshing time (s)"))
         body += f"<h3>{esc(st['name'])}</h3>" + img(plots.method_bars(rows, keys), "mesh method comparison")
+        roi = (st.get("metrics") or {}).get("roi")
+        if roi:
+            whole = (st.get("metrics") or {}).get("volume_shape") or []
+            body += (f'<p class="note">Meshed on the centred sub-volume {esc(str(roi))} (z, y, x voxels) of '
+                     f'{esc(str(whole))}: a whole mesh is held in memory (the stage\'s max_voxels / roi).</p>')
         body += table(rows, [c for c in _MESH_COLS if any(c in r for r in rows)])
         files = [f for k, f in (st.get("files") or {}).items() if k in methods]
         if files:

@@ -2,14 +2,18 @@
 
 Meshes go to ``<name>/<method>.<format>`` (files[method]), the table to
 ``<name>.json``; the stage's main output is its input labels, passed on, so
-that ``analyze`` can follow it.
+that ``analyze`` can follow it. A volume above ``max_voxels`` is meshed on a
+centred sub-volume (``roi`` in the table and the metrics, meshes in the whole
+volume's frame): a mesh is held in memory whole.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline.errors import UserError
@@ -17,7 +21,11 @@ from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 from pipeline.reconstruct.build import METHODS
 
-__all__ = ["Config", "run"]
+__all__ = ["Config", "run", "mesh_roi", "MAX_MESH_VOXELS"]
+
+#: Largest volume the stage meshes whole by default. A mesh is held in memory whole: voxel_direct on
+#: 316 Mvoxel of small pores (radius about 5 voxels) went over 22 GB and was killed.
+MAX_MESH_VOXELS = 32_000_000
 
 Method = Literal["mc_basic", "mc_smoothed", "mc_hole_filled", "voxel_direct", "convex_hull", "dual_contouring", "multiscale"]
 
@@ -34,6 +42,12 @@ class Config(StageConfig):
     truth_method: Method = Field("mc_basic", description="Method that meshes the ground truth.")
     n_points: int = Field(20000, ge=100, le=10_000_000, description="Points drawn per surface for Chamfer / Hausdorff.")
     max_points: int = Field(5000, ge=10, le=10_000_000, description="Points kept by the convex hull (the paper's 5,000).")
+    max_voxels: int = Field(
+        MAX_MESH_VOXELS, ge=0,
+        description="A volume larger than this is meshed on a centred sub-volume of at most this many voxels (recorded as roi): "
+        "a whole mesh lives in memory (316 Mvoxel of small pores went over 22 GB); 0: always the whole volume.")
+    roi: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = Field(
+        None, description="Sub-volume meshed, [[z0, z1], [y0, y1], [x0, x1]] voxels (overrides max_voxels).")
 
     @field_validator("methods")
     @classmethod
@@ -41,6 +55,18 @@ class Config(StageConfig):
         if not v:
             raise ValueError("name at least one method")
         return list(dict.fromkeys(v))
+
+
+def mesh_roi(shape: tuple[int, ...], max_voxels: int) -> tuple[tuple[int, int], ...] | None:
+    """The centred box (per axis start, stop) of at most ``max_voxels`` voxels, the volume's proportions; None when it fits."""
+    n = math.prod(int(v) for v in shape)
+    if max_voxels <= 0 or n <= max_voxels:
+        return None
+    f = (max_voxels / n) ** (1 / 3)
+    sides = [max(2, int(math.floor(int(v) * f))) for v in shape]
+    while math.prod(sides) > max_voxels and max(sides) > 2:
+        sides[int(np.argmax(sides))] -= 1
+    return tuple(((int(v) - s) // 2, (int(v) - s) // 2 + s) for v, s in zip(shape, sides))
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
@@ -54,6 +80,20 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     ctx.dask()
     vol = open_volume(ctx.require_input("a label volume"))
     vs = voxel_size_of(vol)
+    if cfg.roi is not None:
+        roi: tuple[tuple[int, int], ...] | None = tuple((int(a), int(b)) for a, b in cfg.roi)
+        if any(not 0 <= a < b <= n for (a, b), n in zip(roi, vol.shape)):
+            raise UserError(f"stage {ctx.name!r}: roi {[list(r) for r in roi]} is not inside the volume {list(vol.shape)}; "
+                            "expected [[z0, z1], [y0, y1], [x0, x1]] with 0 <= start < stop <= size")
+    else:
+        roi = mesh_roi(tuple(vol.shape), cfg.max_voxels)
+    whole_shape = tuple(vol.shape)
+    if roi is not None:
+        box = {d: slice(a, b) for d, (a, b) in zip(vol.dims, roi)}
+        vol = vol.isel(box)
+        print(f"[{ctx.name}] meshing the centred sub-volume {[list(r) for r in roi]} of {list(whole_shape)} "
+              f"({vol.size / 1e6:.3g} of {math.prod(whole_shape) / 1e6:.3g} Mvoxel; set max_voxels or roi for another)")
+    shift = np.array([roi[2][0], roi[1][0], roi[0][0]], float) * np.array(vs[::-1]) if roi is not None else None
     truth_mesh = truth_por = None
     if cfg.truth:
         from pipeline.analyze.truth import align_truth
@@ -74,6 +114,8 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         mesh = mesh_volume(vol, m, voxel_size_nm=vs, phase=cfg.phase, block_shape=cfg.block_shape, seed=ctx.seed,
                            max_points=cfg.max_points)
         sec = time.perf_counter() - t0
+        if shift is not None:
+            mesh.apply_translation(shift)  # in the whole volume's frame (x, y, z nm)
         files[m] = write_mesh(mesh, out_dir / f"{m}.{cfg.format}", overwrite=True)
         row = {
             "faces": int(len(mesh.faces)),
@@ -90,7 +132,8 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
             row["true_porosity"] = truth_por
             row["porosity_abs_error"] = abs(row["porosity"] - truth_por) if row["porosity"] is not None else None
         per_method[m] = row
+    where = {"roi": [list(r) for r in roi] if roi is not None else None, "volume_shape": list(whole_shape)}
     table = write_json(ctx.path(f"{ctx.name}.json"), {"methods": per_method, "voxel_size_nm": list(vs),
-                                                      "shape": list(vol.shape), "phase": cfg.phase, "truth": cfg.truth})
+                                                      "shape": list(vol.shape), "phase": cfg.phase, "truth": cfg.truth, **where})
     files["table"] = table
-    return StageOutput(path=ctx.input, metrics={"methods": per_method}, files=files)
+    return StageOutput(path=ctx.input, metrics={"methods": per_method, **where}, files=files)
