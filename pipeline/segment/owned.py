@@ -117,6 +117,13 @@ def _grid_folder(scratch: str | os.PathLike[str], blocks: OwnedBlocks) -> Path:
     return Path(scratch) / f"grid-{hashlib.sha256(key).hexdigest()[:12]}"
 
 
+def _digest(scratch: Path) -> str:
+    """A short name of a scratch folder for task keys: two folders (two stages, two inputs) never share a task."""
+    import hashlib
+
+    return hashlib.sha256(str(scratch.resolve()).encode()).hexdigest()[:16]
+
+
 def _path(scratch: Path, index: Sequence[int]) -> Path:
     return scratch / ("sums-" + ".".join(str(i) for i in index) + ".npy")
 
@@ -181,7 +188,7 @@ def accumulate_owned(data: da.Array, folder: str | os.PathLike[str], card: Model
             x[(slice(None), *ext)], blocks=blocks, index=index, path=str(_path(scratch, index)), folder=folder_s,
             sha256=card.weights_sha256, tta=tta, device=device, threads=threads,
             batch_size=batch_size or card.inference.batch_size, sigma_scale=card.inference.sigma_scale, runtime=rt,
-            dask_key_name=f"owned-sums-{card.weights_sha256[:12]}-{'.'.join(map(str, index))}-{scratch.name}"))
+            dask_key_name=f"owned-sums-{_digest(scratch)}-{'.'.join(map(str, index))}"))
     compute_tasks(tasks, progress=progress, total=len(blocks.indices()))
     return scratch
 
@@ -209,7 +216,7 @@ def combine_owned(scratch: str | os.PathLike[str], blocks: OwnedBlocks, n_out: i
         core = blocks.core(index)
         sources = blocks.sources(index)
         task = dask.delayed(_combine_block)([str(_path(scratch, s)) for s in sources], [blocks.extent(s) for s in sources],
-                                            core, n_out, dask_key_name=f"owned-combine-{scratch.name}-{'.'.join(map(str, index))}")
+                                            core, n_out, dask_key_name=f"owned-combine-{_digest(scratch)}-{'.'.join(map(str, index))}")
         parts[index] = da.from_delayed(task, shape=(n_out, *(c.stop - c.start for c in core)), dtype=np.float32)
     gz, gy, gx = blocks.grid
     return da.block([[[parts[(i, j, k)] for k in range(gx)] for j in range(gy)] for i in range(gz)])
