@@ -27,7 +27,8 @@ from pipeline.models.inputs import effective_tile
 from pipeline.segment.predictor import cached_predictor, resolve_runtime
 from pipeline.segment.tiling import predict_region
 
-__all__ = ["TilePlan", "plan_tiles", "predict_volume", "predict_dask", "block_chunks", "block_budget", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["TilePlan", "plan_tiles", "predict_volume", "predict_dask", "dask_chunks", "block_chunks", "block_budget",
+           "DEFAULT_BLOCK_BYTES"]
 
 #: Default memory for one block's input, halo and accumulators (bytes).
 DEFAULT_BLOCK_BYTES = 384 * 2**20
@@ -135,7 +136,6 @@ def block_chunks(shape: Sequence[int], plan: TilePlan, *, n_out: int = 1, budget
     (:func:`pipeline.engine.blocks.nesting_chunks`). ``owned``: blocks of
     :mod:`pipeline.segment.owned` (their memory estimate).
     """
-
     Z, Y, X = (int(s) for s in shape)
     hz = int(plan.halo[0])
     min_z = max(int(plan.tile[0]), hz + 1)
@@ -228,6 +228,16 @@ def predict_volume(image: np.ndarray, folder: str | os.PathLike[str], card: Mode
                           sigma_scale=card.inference.sigma_scale, runtime=resolve_runtime(runtime, device))
 
 
+def dask_chunks(card: ModelCard, shape: Sequence[int], *, tile: Sequence[int] | None = None, overlap: float | None = None,
+                tta: bool = False, budget_bytes: int = DEFAULT_BLOCK_BYTES,
+                z_multiple: int = 1) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The blocks (dask chunks, z, y, x) :func:`predict_dask` cuts a volume of ``shape`` into, on the active
+    Dask client (at least two per worker thread); ``z_multiple``: the input's z chunk (slice models)."""
+    plan = plan_tiles(card, shape, tile=tile, overlap=overlap)
+    return block_chunks(shape, plan, n_out=2 if tta else 1, budget_bytes=budget_bytes, z_multiple=z_multiple,
+                        min_blocks=2 * _cluster_threads())
+
+
 def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard, *, tta: bool = False,
                  tile: Sequence[int] | None = None, overlap: float | None = None, batch_size: int | None = None,
                  device: str = "cpu", threads: int | None = None, budget_bytes: int = DEFAULT_BLOCK_BYTES,
@@ -259,8 +269,7 @@ def predict_dask(data: da.Array, folder: str | os.PathLike[str], card: ModelCard
         raise ValueError(f"the model reads {plan.channels} channel(s); the data has {data.shape[0]}")
     n_out = 2 if tta else 1
     z_multiple = int(data.chunks[1][0]) if data.numblocks[1] > 1 else 1
-    chunks = block_chunks(shape, plan, n_out=n_out, budget_bytes=budget_bytes, z_multiple=z_multiple,
-                          min_blocks=2 * _cluster_threads())
+    chunks = dask_chunks(card, shape, tile=tile, overlap=overlap, tta=tta, budget_bytes=budget_bytes, z_multiple=z_multiple)
     x = data.astype(np.float32).rechunk(((data.shape[0],), *chunks))
     depth = {0: 0}
     for ax in range(3):

@@ -42,7 +42,7 @@ from pipeline.segment.infer import DEFAULT_BLOCK_BYTES, TilePlan, _cluster_threa
 from pipeline.segment.predictor import cached_predictor, resolve_runtime
 from pipeline.segment.tiling import accumulate_tiles, tile_starts
 
-__all__ = ["OwnedBlocks", "owned_blocks", "accumulate_owned", "combine_owned", "predict_owned"]
+__all__ = ["OwnedBlocks", "owned_blocks", "blocks_for", "accumulate_owned", "combine_owned", "predict_owned"]
 
 
 @dataclass(frozen=True)
@@ -238,10 +238,18 @@ def predict_owned(data: da.Array, folder: str | os.PathLike[str], card: ModelCar
     plan = plan_tiles(card, shape, tile=tile, overlap=overlap)
     if data.shape[0] != plan.channels:
         raise ValueError(f"the model reads {plan.channels} channel(s); the data has {data.shape[0]}")
-    n_out = 2 if tta else 1
-    blocks = owned_blocks(shape, plan, n_out=n_out, budget_bytes=budget_bytes, min_blocks=2 * _cluster_threads())
-    if math.prod(blocks.grid) == 1:
+    blocks = blocks_for(card, shape, tile=tile, overlap=overlap, tta=tta, budget_bytes=budget_bytes)
+    if blocks is None:
         return None
     accumulate_owned(data, folder, card, blocks, scratch, tta=tta, batch_size=batch_size, device=device, threads=threads,
                      runtime=runtime, progress=progress)
-    return combine_owned(scratch, blocks, n_out)
+    return combine_owned(scratch, blocks, 2 if tta else 1)
+
+
+def blocks_for(card: ModelCard, shape: Sequence[int], *, tile: Sequence[int] | None = None, overlap: float | None = None,
+               tta: bool = False, budget_bytes: int = DEFAULT_BLOCK_BYTES) -> OwnedBlocks | None:
+    """The blocks :func:`predict_owned` computes a volume of ``shape`` in, on the active Dask client (at least two
+    per worker thread); None for a volume of one block, which it leaves to :func:`pipeline.segment.infer.predict_dask`."""
+    plan = plan_tiles(card, shape, tile=tile, overlap=overlap)
+    blocks = owned_blocks(shape, plan, n_out=2 if tta else 1, budget_bytes=budget_bytes, min_blocks=2 * _cluster_threads())
+    return None if math.prod(blocks.grid) == 1 else blocks

@@ -233,16 +233,10 @@ def refine_volume(probability: xr.DataArray, image: xr.DataArray, opts: SegmentO
 def refine_block_chunks(shape: tuple[int, ...], opts: SegmentOptions) -> tuple[tuple[int, ...], ...]:
     """The blocks (dask chunks, z, y, x) :func:`refine_volume` computes a volume of ``shape`` in, before any is
     computed: the chunks its output store should nest (:func:`pipeline.engine.blocks.nesting_chunks`)."""
-    import math
-
-    from pipeline.segment.infer import _cluster_threads, block_chunks, plan_tiles
-    from pipeline.segment.owned import owned_blocks
+    from pipeline.segment.infer import dask_chunks
+    from pipeline.segment.owned import blocks_for
 
     _, card = load_for(opts, "refine")
-    plan = plan_tiles(card, shape, tile=opts.tile, overlap=opts.overlap)
-    n_out = 2 if opts.tta else 1
-    if opts.scratch is not None and card.input.kind != "slices":
-        blocks = owned_blocks(shape, plan, n_out=n_out, budget_bytes=opts.budget_bytes, min_blocks=2 * _cluster_threads())
-        if math.prod(blocks.grid) > 1:
-            return blocks.chunks
-    return block_chunks(shape, plan, n_out=n_out, budget_bytes=opts.budget_bytes, min_blocks=2 * _cluster_threads())
+    kw = {"tile": opts.tile, "overlap": opts.overlap, "tta": opts.tta, "budget_bytes": opts.budget_bytes}
+    blocks = blocks_for(card, shape, **kw) if opts.scratch is not None and card.input.kind != "slices" else None
+    return blocks.chunks if blocks is not None else dask_chunks(card, shape, **kw)
