@@ -76,29 +76,36 @@ def local_thickness(
     -------
     numpy.ndarray of float32
         Diameter in nm where ``mask`` is True, 0 elsewhere.
+
+    Raises
+    ------
+    ValueError
+        If ``mask`` is not 3D or is True everywhere (no boundary: unbounded).
+
+    Notes
+    -----
+    The values are those of the plain radius sweep (one distance transform per
+    radius) on the same radii; they are computed by
+    :func:`pipeline.analyze.thickness.local_thickness` (one distance transform,
+    every core), without its edge correction.
     """
     import edt
+
+    from pipeline.analyze.thickness import EDGE_CORRECTION_VOXELS
+    from pipeline.analyze.thickness import local_thickness as exact_local_thickness
 
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 3:
         raise ValueError(f"mask must be 3D; got shape {m.shape}")
     vs = tuple(float(v) for v in voxel_size_nm)
-    dist = edt.edt(m, anisotropy=vs, black_border=False, parallel=1).astype(np.float32)
-    out = np.zeros(m.shape, dtype=np.float32)
-    rmax = float(dist.max())
     rmin = min(vs)
-    if rmax <= 0:
-        return out
-    radii = np.unique(np.geomspace(rmin, max(rmax, rmin), n_radii).astype(np.float32))[::-1]
-    for r in radii:
-        seeds = dist >= r
-        if not seeds.any():
-            continue
-        reach = edt.edt(~seeds, anisotropy=vs, black_border=False, parallel=1) <= r
-        new = reach & m & (out == 0)
-        out[new] = 2.0 * r
-    # voxels thinner than the smallest radius
-    out[m & (out == 0)] = 2.0 * rmin
+    if not m.any():
+        return np.zeros(m.shape, np.float32)
+    rmax = float(edt.edt(m, anisotropy=vs, black_border=False, parallel=1).max())
+    radii = np.unique(np.geomspace(rmin, max(rmax, rmin), n_radii))
+    # the exact fast method of the analysis (one distance transform, balls painted by radius) on these radii
+    out = exact_local_thickness(m, vs, radii=radii)
+    out[m] -= np.float32(EDGE_CORRECTION_VOXELS * rmin)  # the analysis module's edge correction; this one has its own
     if correct_discretisation:
         out[m] += DISCRETISATION_BIAS_VOXELS * rmin
     return out

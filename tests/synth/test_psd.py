@@ -76,3 +76,22 @@ def test_plot_is_written(tmp_path: Path) -> None:
     d = 80.0 * np.exp(0.3 * np.random.default_rng(2).standard_normal(500))
     out = plot_psd(tmp_path / "psd.png", [{"values": d, "fit": fit_lognormal(d), "label": "x", "input": (80.0, 0.3)}])
     assert out.stat().st_size > 5000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_local_thickness_is_the_radius_sweep_on_geometric_radii() -> None:
+    """Same values as one distance transform per radius (the definition), on this module's 40 geometric radii."""
+    from pipeline.analyze.thickness import EDGE_CORRECTION_VOXELS, local_thickness_sweep
+
+    s = random_spheres((40, 56, 56), 0.45, 100.0, 0.3, (10.0, 10.0, 5.0), seed=5)
+    m = s.labels == 1
+    before = m.copy()
+    got = local_thickness(m, s.voxel_size_nm)
+    np.testing.assert_array_equal(m, before)
+    import edt
+
+    rmax = float(edt.edt(m, anisotropy=s.voxel_size_nm, black_border=False).max())
+    radii = np.unique(np.geomspace(5.0, rmax, 40))
+    want = local_thickness_sweep(m, s.voxel_size_nm, radii=radii)
+    want[m] -= np.float32(EDGE_CORRECTION_VOXELS * 5.0)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.all(got[m] >= 10.0) and np.all(got[~m] == 0)
