@@ -15,9 +15,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from pipeline.baseline.threshold import BaselineParams, _segment_block, baseline_threshold, filtered_stack
+from pipeline.baseline.threshold import BaselineParams, _segment_block, _slices, baseline_threshold, denoise_slice, destripe_slice
 
-__all__ = ["DEFAULT_GRID", "FILTER_PARAMS", "sensitivity_sweep"]
+__all__ = ["DEFAULT_GRID", "FILTER_PARAMS", "DESTRIPE_PARAMS", "sensitivity_sweep"]
 
 #: Values tried for each parameter.
 DEFAULT_GRID: dict[str, Sequence[Any]] = {
@@ -31,6 +31,8 @@ DEFAULT_GRID: dict[str, Sequence[Any]] = {
 
 #: The parameters the filtered stack depends on (the others only threshold and clean it).
 FILTER_PARAMS = ("destripe", "stripe_width", "filter", "filter_size")
+#: Those of them the destriped stack (the first step of the filter) depends on.
+DESTRIPE_PARAMS = ("destripe", "stripe_width")
 
 
 def _porosity(filtered: da.Array, p: BaselineParams) -> tuple[float, dict[str, float]]:
@@ -93,17 +95,23 @@ def sensitivity_sweep(
     unique: dict[tuple, dict[str, Any]] = {}
     for changes in settings:
         unique.setdefault(key_of(changes), changes)
-    # settings that share a filter share its (persisted) filtered stack: filtered once, thresholded many times
-    groups: dict[tuple, list[tuple]] = {}
+    # settings that share a filter share its (persisted) filtered stack: filtered once, thresholded many
+    # times; filters that share the stripe removal share its (persisted) destriped stack
+    groups: dict[tuple, dict[tuple, list[tuple]]] = {}
     for key, changes in unique.items():
         p = base.with_(**changes)
-        groups.setdefault(tuple(getattr(p, n) for n in FILTER_PARAMS), []).append(key)
+        by_filter = groups.setdefault(tuple(getattr(p, n) for n in DESTRIPE_PARAMS), {})
+        by_filter.setdefault(tuple(getattr(p, n) for n in FILTER_PARAMS), []).append(key)
     found: dict[tuple, tuple[float, dict[str, float]]] = {}
-    for keys in groups.values():
-        filtered = filtered_stack(arr, base.with_(**unique[keys[0]])).persist()
-        for key in keys:
-            found[key] = _porosity(filtered, base.with_(**unique[key]))
-        del filtered
+    for by_filter in groups.values():
+        first = base.with_(**unique[next(iter(by_filter.values()))[0]])
+        destriped = arr.map_blocks(_slices, destripe_slice, first, dtype=np.float32).persist()
+        for keys in by_filter.values():
+            filtered = destriped.map_blocks(_slices, denoise_slice, base.with_(**unique[keys[0]]), dtype=np.float32).persist()
+            for key in keys:
+                found[key] = _porosity(filtered, base.with_(**unique[key]))
+            del filtered
+        del destriped
     runs = [{"params": dict(unique[k]), "porosity": found[k][0], "threshold": found[k][1]["threshold"]} for k in unique]
 
     def run(changes: dict[str, Any]) -> float:

@@ -18,8 +18,17 @@ from typing import Any, Literal
 import dask.array as da
 import numpy as np
 
-__all__ = ["BaselineParams", "filter_slice", "clean_slice", "otsu_from_histogram", "filtered_stack", "baseline_threshold",
-           "baseline_segment"]
+__all__ = [
+    "BaselineParams",
+    "filter_slice",
+    "destripe_slice",
+    "denoise_slice",
+    "clean_slice",
+    "otsu_from_histogram",
+    "filtered_stack",
+    "baseline_threshold",
+    "baseline_segment",
+]
 
 #: Bins of the histogram Otsu's threshold is computed from.
 HIST_BINS = 1024
@@ -72,15 +81,23 @@ class BaselineParams:
 
 def filter_slice(img: np.ndarray, p: BaselineParams) -> np.ndarray:
     """Destripe and denoise one (y, x) slice; float32 out."""
-    import scipy.ndimage as ndi
+    return denoise_slice(destripe_slice(img, p), p)
 
+
+def destripe_slice(img: np.ndarray, p: BaselineParams) -> np.ndarray:
+    """The first step of :func:`filter_slice`: stripe removal (when ``p.destripe``); float32 out."""
+    from pipeline.backend import to_numpy
     from pipeline.correct.destripe import destripe_profile
 
-    from pipeline.backend import to_numpy
-
     a = to_numpy(img).astype(np.float32, copy=False)  # CuPy slices are filtered on the host
-    if p.destripe:
-        a = destripe_profile(a, width=p.stripe_width)
+    return destripe_profile(a, width=p.stripe_width) if p.destripe else a
+
+
+def denoise_slice(img: np.ndarray, p: BaselineParams) -> np.ndarray:
+    """The second step of :func:`filter_slice`: the denoising filter of ``p`` on a float32 slice; float32 out."""
+    import scipy.ndimage as ndi
+
+    a = np.asarray(img, dtype=np.float32)
     if p.filter == "median" and p.filter_size >= 2:
         a = ndi.median_filter(a, size=int(p.filter_size) | 1, mode="reflect")
     elif p.filter == "gaussian" and p.filter_size > 0:
@@ -107,8 +124,13 @@ def clean_slice(pore: np.ndarray, min_size: int) -> np.ndarray:
     return out
 
 
+def _slices(block: np.ndarray, fn: Any, p: BaselineParams) -> np.ndarray:
+    """``fn(slice, p)`` on every slice of a (z, y, x) block, float32."""
+    return np.stack([fn(s, p) for s in block]) if len(block) else block.astype(np.float32)
+
+
 def _filter_block(block: np.ndarray, p: BaselineParams) -> np.ndarray:
-    return np.stack([filter_slice(s, p) for s in block]) if len(block) else block.astype(np.float32)
+    return _slices(block, filter_slice, p)
 
 
 def filtered_stack(image: Any, p: BaselineParams) -> da.Array:

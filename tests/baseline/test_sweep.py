@@ -25,27 +25,35 @@ def test_sweep_spread(rendered: tuple[np.ndarray, np.ndarray]) -> None:
 
 
 def test_each_filter_runs_once_and_every_setting_is_the_baseline_of_its_parameters(rendered, monkeypatch) -> None:  # noqa: ANN001
-    """Settings that share a filter reuse its filtered stack; the porosities are those of baseline_segment."""
+    """Settings that share a filter reuse its filtered stack, filters that share the stripe removal its
+    destriped stack; the porosities are those of baseline_segment."""
     import dask.array as da
 
     from pipeline.baseline import BaselineParams, baseline_segment
-    from pipeline.baseline import threshold as th
+    from pipeline.baseline import sweep as sweep_module
 
     image, _ = rendered
-    grid = {"threshold_offset": (-0.05, 0.0, 0.05), "filter_size": (1.0, 5.0), "min_size": (0, 64)}
-    calls: list[float] = []
-    real = th._filter_block
+    grid = {"threshold_offset": (-0.05, 0.0, 0.05), "filter_size": (1.0, 5.0), "min_size": (0, 64), "destripe": (True, False)}
+    destriped: list[bool] = []
+    denoised: list[tuple[bool, float]] = []
+    real_destripe, real_denoise = sweep_module.destripe_slice, sweep_module.denoise_slice
 
-    def spy(block, p):  # noqa: ANN001, ANN202
-        if block.size:  # not dask's probe of the output type
-            calls.append(p.filter_size)
-        return real(block, p)
+    def spy_destripe(img, p):  # noqa: ANN001, ANN202
+        destriped.append(p.destripe)
+        return real_destripe(img, p)
 
-    monkeypatch.setattr(th, "_filter_block", spy)
+    def spy_denoise(img, p):  # noqa: ANN001, ANN202
+        denoised.append((p.destripe, p.filter_size))
+        return real_denoise(img, p)
+
+    monkeypatch.setattr(sweep_module, "destripe_slice", spy_destripe)
+    monkeypatch.setattr(sweep_module, "denoise_slice", spy_denoise)
     sw = sensitivity_sweep(image, grid=grid, max_slices=6)
-    # filters of size 3 (the default), 1 and 5, each over the 6 slices once (one dask block of them each)
-    assert sorted(set(calls)) == [1.0, 3.0, 5.0] and len(calls) == 3
+    # the stripes removed once over the 6 slices (and the stack passed through once without)
+    assert sorted(destriped) == [False] * 6 + [True] * 6
+    # filters of size 3 (the default), 1 and 5 on the destriped slices, the default one on the others; each once per slice
+    assert sorted(denoised) == sorted([(True, 1.0)] * 6 + [(True, 3.0)] * 6 + [(True, 5.0)] * 6 + [(False, 3.0)] * 6)
     stack = image[np.unique(np.linspace(0, image.shape[0] - 1, 6).round().astype(int))]
-    for run in sw["runs"][:4]:
+    for run in sw["runs"][:4] + [r for r in sw["runs"] if "destripe" in r["params"]]:
         labels, _ = baseline_segment(stack, BaselineParams().with_(**run["params"]))
         assert run["porosity"] == float(da.mean(labels).compute())
