@@ -27,6 +27,7 @@ __all__ = [
     "otsu_from_histogram",
     "filtered_stack",
     "baseline_threshold",
+    "threshold_filtered",
     "baseline_segment",
 ]
 
@@ -173,6 +174,34 @@ def _segment_block(block: np.ndarray, t: float, min_size: int) -> np.ndarray:
     return np.stack([clean_slice(s < t, min_size) for s in block]).astype(np.uint8) if len(block) else block.astype(np.uint8)
 
 
+def threshold_filtered(filtered: Any, params: BaselineParams | None = None) -> tuple[da.Array, dict[str, float]]:
+    """The baseline's later steps on an already filtered stack: the global threshold, then cleaning.
+
+    ``baseline_segment(image, p)`` is ``threshold_filtered(filtered_stack(image, p), p)``; out of core,
+    the filtered stack may be written once and read here, instead of being filtered again for the
+    threshold's statistics and for the labels.
+
+    Parameters
+    ----------
+    filtered : array (z, y, x)
+        :func:`filtered_stack` of the grey stack (float32), NumPy or dask (any chunks).
+    params : BaselineParams, optional
+
+    Returns
+    -------
+    labels, info
+        As :func:`baseline_segment`.
+    """
+    p = params or BaselineParams()
+    f = da.asarray(filtered)
+    if f.ndim != 3:
+        raise ValueError(f"filtered stack must be 3D (z, y, x); got shape {f.shape}")
+    f = f.rechunk({1: -1, 2: -1})  # islands are cleaned per whole slice
+    info = baseline_threshold(f, p)
+    labels = f.map_blocks(_segment_block, info["threshold"], p.min_size, dtype=np.uint8)
+    return labels, info
+
+
 def baseline_segment(image: Any, params: BaselineParams | None = None) -> tuple[da.Array, dict[str, float]]:
     """Segment a grey stack with the threshold baseline.
 
@@ -190,7 +219,4 @@ def baseline_segment(image: Any, params: BaselineParams | None = None) -> tuple[
         ``threshold`` used, ``base_threshold`` (given or Otsu), ``grey_min``, ``grey_max``.
     """
     p = params or BaselineParams()
-    f = filtered_stack(image, p)
-    info = baseline_threshold(f, p)
-    labels = f.map_blocks(_segment_block, info["threshold"], p.min_size, dtype=np.uint8)
-    return labels, info
+    return threshold_filtered(filtered_stack(image, p), p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 from pipeline.cli._common import add_parser
@@ -60,11 +61,12 @@ def _run(args: argparse.Namespace) -> int:
     truth = open_volume(args.truth) if args.truth else None
     if truth is not None and truth.shape != vol.shape:
         raise UserError(f"{args.truth}: has shape {list(truth.shape)}; expected the image's shape {list(vol.shape)}")
-    labels, info = segment(vol, params)
     with atomic_dir(args.output, overwrite=args.overwrite) as tmp:
+        labels, info = segment(vol, params, tmp / "filtered.zarr", write_volume)
         out = as_volume(labels, voxel_size_of(vol), name="labels",
                         attrs={"baseline_threshold": info, "provenance": provenance("baseline", params.model_dump())})
         write_volume(out, tmp / "labels.zarr", progress="baseline")
+        shutil.rmtree(tmp / "filtered.zarr")
         written = open_volume(tmp / "labels.zarr")
         result = {"threshold": info, "porosity": float(written.data.mean().compute()), "params": params.model_dump()}
         if truth is not None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -34,14 +36,38 @@ class Config(StageConfig):
     truth: str | None = Field(None, description="Ground-truth labels (an earlier stage's name or a .zarr path).")
 
 
-def segment(vol, params: Params):  # noqa: ANN001, ANN201 - shared with the CLI
-    """Baseline labels (lazy) and threshold info of a grey volume, ValueError as UserError."""
-    from pipeline.baseline import BaselineParams, baseline_segment
+def segment(vol, params: Params, scratch: Path, write: Callable[..., Any]):  # noqa: ANN001, ANN201 - shared with the CLI
+    """Baseline labels (lazy) and threshold info of a grey volume, the stack filtered only once.
 
+    The filtered stack (the costly step) is written to the store ``scratch``
+    by ``write(volume, scratch, progress=...)``; the threshold's statistics and
+    the labels are read from it (lazily filtered, each would filter the stack
+    again). The caller removes ``scratch`` once the labels are written.
+    ValueError as UserError.
+    """
+    from pipeline.baseline import BaselineParams
+    from pipeline.baseline.threshold import filtered_stack, threshold_filtered
+    from pipeline.io.volume import as_volume, open_volume, voxel_size_of
+
+    p = BaselineParams(**params.model_dump())
     try:
-        return baseline_segment(vol.data, BaselineParams(**params.model_dump()))
+        filtered = filtered_stack(vol.data, p)
     except ValueError as exc:
         raise UserError(f"baseline: {exc}") from None
+    write(as_volume(filtered, voxel_size_of(vol), name="filtered"), scratch, progress="baseline: filter")
+    return threshold_filtered(open_volume(scratch).data, p)
+
+
+def _scratch(ctx: StageContext) -> Path:
+    """The scratch store of the filtered stack, in the stage's work folder (its block markers beside it)."""
+    return ctx.work_dir / "filtered.zarr"
+
+
+def _remove_scratch(ctx: StageContext) -> None:
+    scratch = _scratch(ctx)
+    rel = scratch.relative_to(ctx.run_dir)
+    for done in (scratch, *ctx.work_dir.glob(f"{rel}.*")):  # the store and its block markers
+        shutil.rmtree(done, ignore_errors=True)
 
 
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
@@ -53,9 +79,16 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
 
     ctx.dask()
     vol = open_volume(ctx.require_input("a grey image volume"))
-    labels, info = segment(vol, cfg.params)
+    scratch = _scratch(ctx)
+
+    def write(volume, path: Path, progress: str) -> Path:  # noqa: ANN001 - resumable, with the stage's markers
+        return ctx.write_volume(volume, str(path.relative_to(ctx.run_dir)), params=cfg.model_dump(mode="json"),
+                                dtype="float32", progress=f"{ctx.name}: filter")
+
+    labels, info = segment(vol, cfg.params, scratch, write)
     out = as_volume(labels, voxel_size_of(vol), name="labels", attrs={"baseline_threshold": info})
     path = ctx.write_volume(out, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), dtype="uint8")
+    _remove_scratch(ctx)
     written = open_volume(path)
     metrics: dict = {"porosity": float(written.data.mean().compute()), **info}
     result: dict = {"threshold": info, "porosity": metrics["porosity"], "params": cfg.params.model_dump()}
