@@ -52,8 +52,19 @@ def thickness_histogram(
     else:
         hi = float(max_nm if max_nm is not None else da.max(t).compute())
         edges = np.linspace(0.0, hi * 1.0001 if hi > 0 else 1.0, int(bins) + 1)
-    counts, _ = da.histogram(t[t > 0], bins=edges)
-    return np.asarray(counts.compute(), dtype=np.int64), edges
+    # one small histogram per block, summed by dask's tree reduction: no boolean indexing (unknown chunk
+    # sizes, then a rechunk that shuffles the whole store) and nothing bigger than a block held
+    per_block = t.map_blocks(_block_counts, edges, new_axis=t.ndim, chunks=(1,) * t.ndim + (len(edges) - 1,), dtype=np.int64,
+                             meta=np.zeros((0,) * (t.ndim + 1), np.int64))
+    counts = per_block.sum(axis=tuple(range(t.ndim)), dtype=np.int64).compute()
+    return np.asarray(counts, dtype=np.int64), edges
+
+
+def _block_counts(block: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram of the positive values of one block, shaped (1, ..., 1, bins)."""
+    b = np.asarray(block)
+    counts = np.histogram(b[b > 0], bins=edges)[0].astype(np.int64)
+    return counts.reshape((1,) * b.ndim + (-1,))
 
 
 def distribution_summary(counts: np.ndarray, edges: np.ndarray) -> dict[str, float]:

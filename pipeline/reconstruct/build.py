@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.reconstruct.fields import FIELDS, block_extent, block_field, halo
 from pipeline.reconstruct.hull import convex_hull_mesh, hull_candidates
-from pipeline.reconstruct.isosurface import mesh_samples
+from pipeline.reconstruct.isosurface import mesh_samples, samples_area
 from pipeline.reconstruct.mesh import VoxelMesh, concatenate, to_trimesh, weld
 from pipeline.reconstruct.voxel import voxel_faces
 
@@ -132,24 +132,48 @@ def _voxel_block(src: Any, shape: tuple[int, int, int], region: tuple[slice, ...
     return voxel_faces(m, tuple(r.start for r in region))  # type: ignore[arg-type]
 
 
-def _compute(tasks: list[Any], max_in_flight: int | None = None) -> list[Any]:
-    """Compute delayed tasks in bounded batches (on the active Dask client if there is one)."""
-    if not tasks:
+def _run_blocks(fn: Any, src: _Reader, args: list[tuple[Any, ...]], max_in_flight: int | None = None) -> list[Any]:
+    """``[fn(src, *a) for a in args]`` in parallel, on the active Dask client if there is one, in order.
+
+    The reader (with the dask graph of the whole volume behind it) goes to
+    each worker once, scattered, instead of inside every task; at most
+    ``max_in_flight`` blocks (default twice the threads) are in flight at a
+    time, so the results waiting to be gathered stay bounded.
+    """
+    if not args:
         return []
     try:
-        from distributed import get_client
+        from distributed import as_completed, get_client
 
         client = get_client()
     except (ImportError, ValueError):
         client = None
     n = max_in_flight or 2 * (sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1))
-    out: list[Any] = []
-    for i in range(0, len(tasks), n):
-        batch = tasks[i : i + n]
-        if client is not None:
-            out.extend(client.gather(client.compute(batch)))
-        else:
-            out.extend(dask.compute(*batch, scheduler="threads"))
+    out: list[Any] = [None] * len(args)
+    if client is None:
+        for i in range(0, len(args), n):
+            batch = [dask.delayed(fn, pure=False)(src, *a) for a in args[i : i + n]]
+            out[i : i + n] = dask.compute(*batch, scheduler="threads")
+        return out
+    shared = client.scatter(src, broadcast=True, hash=False)
+    index = {}
+    queue = iter(enumerate(args))
+
+    def submit() -> Any:
+        i, a = next(queue)
+        f = client.submit(fn, shared, *a, pure=False)
+        index[f.key] = i
+        return f
+
+    pending = as_completed([submit() for _ in range(min(n, len(args)))])
+    for f in pending:
+        out[index.pop(f.key)] = f.result()
+        f.release()
+        if len(index) < n:
+            try:
+                pending.add(submit())
+            except StopIteration:
+                pass
     return out
 
 
@@ -164,7 +188,7 @@ def median_level(mask: Any, method: str = "dual_contouring", *, phase: int = 1, 
     shape = tuple(int(s) for s in src.shape)
     params = dict(params or {})
     regions = [tuple(slice(a, b) for a, b in r) for r in itertools.product(*[_ranges(n, int(s)) for n, s in zip(shape, block_shape)])]
-    hists = _compute([dask.delayed(_hist_block)(src, shape, r, method, params, phase) for r in regions])
+    hists = _run_blocks(_hist_block, src, [(shape, r, method, params, phase) for r in regions])
     hist = np.sum(hists, axis=0) if hists else np.zeros(MEDIAN_BINS, np.int64)
     total = int(hist.sum())
     if total == 0:
@@ -219,15 +243,14 @@ def mesh_voxels(
     if any(b < 1 for b in block):
         raise ValueError(f"block_shape {block} must be positive")
     info: dict[str, Any] = {"method": method}
-    d = dask.delayed
     if method == "voxel_direct":
         regions = [tuple(slice(a, b) for a, b in r) for r in itertools.product(*[_ranges(n, s) for n, s in zip(shape, block)])]
-        parts = _compute([d(_voxel_block)(src, shape, r, phase) for r in regions])
+        parts = _run_blocks(_voxel_block, src, [(shape, r, phase) for r in regions])
         info["blocks"] = len(regions)
         return weld(concatenate(parts)), info
     if method == "convex_hull":
         cubes = _cube_blocks(shape, block)
-        cands = [c for c in _compute([d(_hull_block)(src, shape, c, phase) for c in cubes]) if len(c)]
+        cands = [c for c in _run_blocks(_hull_block, src, [(shape, c, phase) for c in cubes]) if len(c)]
         info["blocks"] = len(cubes)
         pts = np.concatenate(cands) if cands else np.zeros((0, 3))
         info["hull_points"] = int(min(len(pts), max_points))
@@ -242,7 +265,7 @@ def mesh_voxels(
     if spec.whole_slices:
         block = (block[0], shape[1] + 2, shape[2] + 2)
     cubes = _cube_blocks(shape, block)
-    parts = _compute([d(_mc_block)(src, shape, c, method, params, phase, level) for c in cubes])
+    parts = _run_blocks(_mc_block, src, [(shape, c, method, params, phase, level) for c in cubes])
     info.update(level=level, blocks=len(cubes))
     return weld(concatenate(parts)), info
 
@@ -278,11 +301,8 @@ def mesh_volume(
 
 def _area_block(src: Any, shape: tuple[int, int, int], cubes: Any, method: str, params: dict, phase: int,
                 level: float, vs: tuple[float, float, float]) -> float:
-    m = _mc_block(src, shape, cubes, method, params, phase, level)
-    if len(m.faces) == 0:
-        return 0.0
-    t = m.vertices[m.faces] * np.asarray(vs)
-    return float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum())
+    samples, _ = _block_samples(src, shape, cubes, method, params, phase)
+    return samples_area(samples, level, vs)
 
 
 def surface_area(
@@ -315,6 +335,5 @@ def surface_area(
         r = tuple((max(a, 0), min(b, n - 1)) for (a, b), n in zip(c, shape))
         if all(b > a for a, b in r):
             inner.append(r)
-    d = dask.delayed
-    areas = _compute([d(_area_block)(src, shape, c, method, params, phase, level, vs) for c in inner])
+    areas = _run_blocks(_area_block, src, [(shape, c, method, params, phase, level, vs) for c in inner])
     return float(sum(areas))

@@ -23,6 +23,20 @@ def test_porosity_global_slice_block() -> None:
     np.testing.assert_allclose(np.asarray(s["per_block"])[:, 0], [[1.0, 1.0], [0.5, 0.0]])
 
 
+def test_porosity_map_on_chunks_that_straddle_its_blocks() -> None:
+    rng = np.random.default_rng(5)
+    a = (rng.random((13, 11, 10)) < 0.4).astype(np.uint8)
+    s = porosity_stats(da.from_array(a, chunks=(5, 3, 7)), block_shape=(4, 4, 4))
+    expected = [[[a[z:z + 4, y:y + 4, x:x + 4].mean() for x in range(0, 10, 4)] for y in range(0, 11, 4)]
+                for z in range(0, 13, 4)]
+    np.testing.assert_allclose(s["per_block"], expected)
+    np.testing.assert_allclose(s["per_slice"], a.mean(axis=(1, 2)))
+    assert s["porosity"] == pytest.approx(a.mean())
+    assert porosity_stats(a, block_shape=(4, 4, 4))["per_block"] == s["per_block"]
+    with pytest.raises(ValueError, match="block_shape"):
+        porosity_stats(a, block_shape=(0, 4, 4))
+
+
 def test_connectivity_of_a_straight_channel() -> None:
     p = np.zeros((20, 10, 10), bool)
     p[:, 4:6, 4:6] = True  # along z

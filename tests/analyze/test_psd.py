@@ -48,3 +48,13 @@ def test_pdf_integrates_to_one() -> None:
     assert np.trapezoid(lognormal_pdf(x, 100.0, 0.4), x) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError, match="two positive"):
         fit_lognormal_hist(np.array([1]), np.array([1.0, 2.0]))
+
+
+def test_histogram_of_blocks_equals_numpy_on_uneven_chunks() -> None:
+    rng = np.random.default_rng(3)
+    t = rng.choice([0.0, 12.5, 20.0, 31.0, 47.5], size=(13, 11, 9)).astype(np.float32)
+    values = np.array([12.5, 20.0, 31.0, 47.5])
+    counts, edges = thickness_histogram(da.from_array(t, chunks=(5, 4, 7)), values=values)
+    expected, _ = np.histogram(t[t > 0], bins=edges)
+    assert counts.tolist() == expected.tolist()
+    assert counts.sum() == np.count_nonzero(t)

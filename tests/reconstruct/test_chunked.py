@@ -102,3 +102,35 @@ def test_each_block_reads_only_its_region(porous: np.ndarray) -> None:
     assert mesh.is_watertight
     # a block reads its chunks plus the one-sample seam into its neighbours: never the whole volume per block
     assert src.reads < 10 * n_chunks
+
+
+def _mesh_area(mesh: object, vs: tuple[float, float, float]) -> float:
+    v = np.asarray(mesh.vertices) * np.asarray(vs)  # type: ignore[attr-defined]
+    t = v[np.asarray(mesh.faces)]  # type: ignore[attr-defined]
+    return float(0.5 * np.linalg.norm(np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]), axis=1).sum())
+
+
+def test_surface_area_is_the_area_of_the_blockwise_mesh(sphere: np.ndarray) -> None:
+    from pipeline.reconstruct.build import surface_area
+
+    mesh, _ = mesh_voxels(sphere, "mc_smoothed", params={"sigma": 1.0})
+    expected = _mesh_area(mesh, VS)  # the ball touches no face: every triangle counts
+    area = surface_area(sphere, VS, method="mc_smoothed", params={"sigma": 1.0}, block_shape=(9, 10, 11))
+    assert area == pytest.approx(expected, rel=1e-9)
+
+
+def test_blocks_on_a_dask_cluster_equal_the_threaded_ones(porous: np.ndarray) -> None:
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from pipeline.reconstruct.build import surface_area
+
+    arr = da.from_array(porous, chunks=(12, 10, 11))
+    local = surface_area(arr, VS, method="mc_smoothed", block_shape=(12, 16, 16))
+    mesh_local, _ = mesh_voxels(arr, "voxel_direct", block_shape=(12, 16, 16))
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, Client(cluster):
+        on_cluster = surface_area(arr, VS, method="mc_smoothed", block_shape=(12, 16, 16))
+        mesh_cluster, _ = mesh_voxels(arr, "voxel_direct", block_shape=(12, 16, 16))
+    assert on_cluster == pytest.approx(local, rel=1e-12)
+    np.testing.assert_array_equal(mesh_cluster.faces, mesh_local.faces)
+    np.testing.assert_array_equal(mesh_cluster.vertices, mesh_local.vertices)
