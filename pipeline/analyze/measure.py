@@ -47,6 +47,7 @@ def measure(
     transport_roi: Sequence[Sequence[int]] | None = None,
     thickness_store: Any = None,
     probability: Any = None,
+    progress: str | None = None,
 ) -> dict[str, Any]:
     """Porosity, pore sizes, specific surface, connectivity, tortuosity and truth metrics.
 
@@ -83,6 +84,8 @@ def measure(
     thickness_store : path, optional
         Also write the local thickness (nm) there (a zarr volume, block by
         block); the histogram is then read back from it, so that nothing is computed twice.
+    progress : str, optional
+        Prefix of the progress bars of the long parts (``"<progress>: porosity"``...).
 
     Returns
     -------
@@ -105,23 +108,27 @@ def measure(
         raise ValueError(f"labels must be 3D (z, y, x); got shape {arr.shape}")
     out: dict[str, Any] = {"shape": list(arr.shape), "voxel_size_nm": list(vs), "seconds": {}, "skipped": {}}
     t0 = time.perf_counter()
-    out["porosity"] = porosity_stats(arr, block_shape=block_shape)
+    def bar(part: str) -> str | None:
+        return None if progress is None else f"{progress}: {part}"
+
+    out["porosity"] = porosity_stats(arr, block_shape=block_shape, progress=bar("porosity"))
     out["seconds"]["porosity"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     pore = arr == 1
     psd: dict[str, Any] = {}
     if 0 < out["porosity"]["porosity"] < 1:
-        lt, info = local_thickness_dask(pore, vs, n_radii=n_radii)
+        lt, info = local_thickness_dask(pore, vs, n_radii=n_radii, progress=bar("largest pore"))
         if thickness_store is not None:
             from pipeline.analyze.store import write_blocks
             from pipeline.io.volume import as_volume, open_volume
 
             write_blocks(as_volume(lt, vs, name="thickness", attrs={"units": "nm", "r_max_nm": info["r_max_nm"]}),
-                         thickness_store, block_shape=lt.chunksize, chunks=arr.chunksize)
+                         thickness_store, block_shape=lt.chunksize, chunks=arr.chunksize, progress=bar("local thickness"))
             lt = open_volume(thickness_store).data
             psd_store = str(thickness_store)
-        counts, edges = thickness_histogram(lt, values=np.asarray(info["values_nm"]))
+        counts, edges = thickness_histogram(lt, values=np.asarray(info["values_nm"]),
+                                            progress=bar("pore sizes" if thickness_store is not None else "local thickness"))
         psd = {"counts": counts.tolist(), "edges_nm": edges.tolist(), "r_max_nm": info["r_max_nm"],
                "halo_voxels": info["halo_voxels"], "n_radii": len(info["radii_nm"])}
         if thickness_store is not None:
@@ -139,7 +146,8 @@ def measure(
     t0 = time.perf_counter()
     from pipeline.reconstruct.build import surface_area
 
-    area = surface_area(arr, vs, method=SSA_METHOD, params={"sigma": SSA_SIGMA}, block_shape=(128, 128, 256))
+    area = surface_area(arr, vs, method=SSA_METHOD, params={"sigma": SSA_SIGMA}, block_shape=(128, 128, 256),
+                        progress=bar("surface"))
     v_total = float(np.prod(np.asarray(arr.shape) * np.asarray(vs)))
     por = out["porosity"]["porosity"]
     out["surface"] = {

@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
+
+from pipeline.engine.blocks import compute_tasks, grouped_blocks
 
 __all__ = ["thickness_histogram", "fit_lognormal_hist", "lognormal_pdf", "distribution_summary", "FIT_KS_MAX"]
 
@@ -22,7 +25,8 @@ FIT_KS_MAX = 0.1
 
 
 def thickness_histogram(
-    thickness: Any, *, bins: int | None = None, max_nm: float | None = None, values: np.ndarray | None = None
+    thickness: Any, *, bins: int | None = None, max_nm: float | None = None, values: np.ndarray | None = None,
+    progress: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Counts of local-thickness values (nm) of the pore voxels (values > 0), out of core.
 
@@ -31,7 +35,9 @@ def thickness_histogram(
     :func:`~pipeline.analyze.thickness.local_thickness_dask`'s ``values_nm``;
     else from the blocks' unique values, one more pass), or ``bins`` equal
     bins up to ``max_nm``. One pass over ``thickness`` when ``values`` or
-    ``max_nm`` is given.
+    ``max_nm`` is given; that pass computes one small histogram per block
+    (nothing bigger than a block is held), with a progress bar labelled
+    ``progress``.
 
     Returns
     -------
@@ -52,19 +58,18 @@ def thickness_histogram(
     else:
         hi = float(max_nm if max_nm is not None else da.max(t).compute())
         edges = np.linspace(0.0, hi * 1.0001 if hi > 0 else 1.0, int(bins) + 1)
-    # one small histogram per block, summed by dask's tree reduction: no boolean indexing (unknown chunk
-    # sizes, then a rechunk that shuffles the whole store) and nothing bigger than a block held
-    per_block = t.map_blocks(_block_counts, edges, new_axis=t.ndim, chunks=(1,) * t.ndim + (len(edges) - 1,), dtype=np.int64,
-                             meta=np.zeros((0,) * (t.ndim + 1), np.int64))
-    counts = per_block.sum(axis=tuple(range(t.ndim)), dtype=np.int64).compute()
+    # one small histogram per block: no boolean indexing of the dask array (unknown chunk sizes, then a
+    # rechunk that shuffles the whole volume), and each block's graph submitted on its own
+    t = grouped_blocks(t)  # small chunks grouped (a lazy local thickness's blocks are already this size)
+    tasks = [dask.delayed(_block_counts, pure=True)(b, edges) for b in t.to_delayed(optimize_graph=True).ravel()]
+    counts = np.sum(compute_tasks(tasks, progress=progress), axis=0, dtype=np.int64)
     return np.asarray(counts, dtype=np.int64), edges
 
 
 def _block_counts(block: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Histogram of the positive values of one block, shaped (1, ..., 1, bins)."""
+    """Histogram (int64) of the positive values of one block."""
     b = np.asarray(block)
-    counts = np.histogram(b[b > 0], bins=edges)[0].astype(np.int64)
-    return counts.reshape((1,) * b.ndim + (-1,))
+    return np.histogram(b[b > 0], bins=edges)[0].astype(np.int64)
 
 
 def distribution_summary(counts: np.ndarray, edges: np.ndarray) -> dict[str, float]:

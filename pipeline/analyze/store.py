@@ -13,13 +13,13 @@ __all__ = ["write_blocks"]
 
 
 def write_blocks(vol: xr.DataArray, path: str | os.PathLike[str], *, block_shape: Sequence[int],
-                 chunks: Sequence[int] | None = None, overwrite: bool = True) -> Path:
+                 chunks: Sequence[int] | None = None, overwrite: bool = True, progress: str | None = None) -> Path:
     """Like :func:`pipeline.io.volume.write_volume`, with ``block_shape`` as the unit of work.
 
     ``block_shape`` must be whole multiples of ``chunks`` (the on-disk chunks,
     default: the dask array's chunk size). A block of an overlapping
     computation (local thickness) is then computed once instead of once per
-    chunk it covers.
+    chunk it covers. ``progress`` labels a progress bar over the blocks.
     """
     from pipeline.engine.blocks import store_blocks
     from pipeline.io.volume import atomic_dir, create_volume_store
@@ -29,5 +29,5 @@ def write_blocks(vol: xr.DataArray, path: str | os.PathLike[str], *, block_shape
     chunks = tuple(int(c) for c in (chunks or data.chunksize))
     with atomic_dir(path, overwrite=overwrite) as tmp:
         target = create_volume_store(tmp, vol, chunks=chunks)
-        store_blocks(data, target, markers=None, block_shape=block_shape)
+        store_blocks(data, target, markers=None, block_shape=block_shape, progress=progress)
     return path

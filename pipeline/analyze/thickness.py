@@ -68,6 +68,8 @@ import dask
 import dask.array as da
 import numpy as np
 
+from pipeline.engine.blocks import grouped_block_shape
+
 __all__ = [
     "radius_grid",
     "sweep",
@@ -395,17 +397,6 @@ def local_thickness(
 # ---------------------------------------------------------------------------
 
 
-def _block_shape(shape: Sequence[int], chunks: Sequence[int], block_voxels: int) -> tuple[int, int, int]:
-    """Blocks of whole store chunks, as few as fit ``block_voxels``: halve the longest side until they fit."""
-    block = [int(n) for n in shape]
-    while int(np.prod(block)) > block_voxels:
-        ax = int(np.argmax([b if b > c else 0 for b, c in zip(block, chunks)]))
-        if block[ax] <= chunks[ax]:
-            break
-        block[ax] = int(chunks[ax]) * max(1, math.ceil(block[ax] / 2 / chunks[ax]))
-    return tuple(block)  # type: ignore[return-value]
-
-
 def _regions(shape: Sequence[int], block: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[slice, ...]]]:
     from pipeline.engine.blocks import block_regions
 
@@ -435,15 +426,17 @@ def _threads_per_block(n_blocks: int, threads: int | None) -> int:
 
 def max_inscribed_radius(
     mask: Any, voxel_size_nm: Sequence[float], *, start_halo_nm: float | None = None, block_voxels: int = BLOCK_VOXELS,
-    threads: int | None = None,
+    threads: int | None = None, progress: str | None = None,
 ) -> float:
     """Largest distance (nm) of a phase voxel to the phase boundary, out of core.
 
     The distance transform of a block is exact where it is smaller than the
     block's halo: a block whose largest value is not is measured again with
     twice the halo, until every block is exact (``inf`` when the phase fills
-    the whole volume).
+    the whole volume). ``progress`` labels a progress bar over the blocks.
     """
+    from pipeline.engine.blocks import compute_tasks
+
     m = da.asarray(mask)
     if m.ndim != 3:
         raise ValueError(f"mask must be 3D (z, y, x); got shape {m.shape}")
@@ -451,7 +444,7 @@ def max_inscribed_radius(
     vmin = min(vs)
     w = tuple(v / vmin for v in vs)
     extent = float(max(n * v for n, v in zip(m.shape, vs)))
-    block = _block_shape(m.shape, m.chunksize, block_voxels)
+    block = grouped_block_shape(m.shape, m.chunksize, block_voxels)
     todo = [region for _, region in _regions(m.shape, block)]
     th = _threads_per_block(len(todo), threads)
     h = float(start_halo_nm or 16 * max(vs))
@@ -462,7 +455,7 @@ def max_inscribed_radius(
         for region in todo:
             ext, core = _with_halo(region, halo, m.shape)
             tasks.append(dask.delayed(_max_d2_block)(m[ext].astype(bool), core, w, th))
-        found = [math.sqrt(v) * vmin for v in dask.compute(*tasks)]
+        found = [math.sqrt(v) * vmin for v in compute_tasks(tasks, progress=progress)]
         exact = [f < h * (1 - 1e-6) or h >= extent for f in found]
         best = max([best] + [f for f, ok in zip(found, exact) if ok])
         todo = [r for r, ok in zip(todo, exact) if not ok]
@@ -472,7 +465,7 @@ def max_inscribed_radius(
 
 def local_thickness_dask(
     mask: Any, voxel_size_nm: Sequence[float], *, radii: np.ndarray | None = None, n_radii: int = 64,
-    block_voxels: int = BLOCK_VOXELS, threads: int | None = None,
+    block_voxels: int = BLOCK_VOXELS, threads: int | None = None, progress: str | None = None,
 ) -> tuple[da.Array, dict[str, Any]]:
     """Local thickness (nm) of the True voxels of a dask mask, out of core, by the fast method.
 
@@ -490,6 +483,9 @@ def local_thickness_dask(
         of the mask's chunks.
     threads : int, optional
         Threads per block; default: every core for a volume of one block, else one.
+    progress : str, optional
+        Label of the progress bar of the largest-radius pass (the thickness
+        itself is lazy: its bar is that of whatever computes it).
 
     Returns
     -------
@@ -510,13 +506,13 @@ def local_thickness_dask(
         raise ValueError(f"mask must be 3D (z, y, x); got shape {m.shape}")
     m = m.astype(bool)
     vs = tuple(float(v) for v in voxel_size_nm)
-    block = _block_shape(m.shape, m.chunksize, block_voxels)
+    block = grouped_block_shape(m.shape, m.chunksize, block_voxels)
     regions = _regions(m.shape, block)
     th = _threads_per_block(len(regions), threads)
     if len(regions) == 1:
         # one block: in memory, one distance transform for the largest radius and the levels
         return _one_block(np.asarray(m.compute()), vs, radii, n_radii, th, block)
-    rmax = max_inscribed_radius(m, vs, block_voxels=block_voxels, threads=threads)
+    rmax = max_inscribed_radius(m, vs, block_voxels=block_voxels, threads=threads, progress=progress)
     if not np.isfinite(rmax):
         raise ValueError("the phase fills the whole volume: its local thickness is unbounded")
     if radii is None:

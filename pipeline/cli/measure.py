@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
                     tortuosity_method=args.tortuosity, solid_tortuosity=args.solid_tortuosity, transport_roi=roi,
-                    probability=probability)
+                    probability=probability, progress="measure")
     except ValueError as exc:
         raise UserError(f"{args.input}: {exc}") from None
     m["input"] = str(args.input)

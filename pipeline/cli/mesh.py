@@ -61,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     if vol.dtype.kind not in "biu":
         raise UserError(f"{args.input}: holds {vol.dtype} values; expected integer labels (1 = pore, 0 = solid)")
     vs = voxel_size_of(vol)
-    mesh = mesh_volume(vol, args.method, voxel_size_nm=vs, phase=args.phase, block_shape=args.block, seed=args.seed)
+    mesh = mesh_volume(vol, args.method, voxel_size_nm=vs, phase=args.phase, block_shape=args.block, seed=args.seed,
+                       progress="mesh")
     if len(mesh.faces) == 0:
         raise UserError(f"{args.input}: has no voxel with label {args.phase} and some without; there is no surface to mesh")
     write_mesh(mesh, out, overwrite=args.overwrite)

@@ -11,6 +11,7 @@ chunk-aligned no two blocks ever write the same chunk.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "compute_tasks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
+__all__ = ["store_blocks", "compute_tasks", "active_client", "grouped_block_shape", "grouped_blocks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
            "record_total", "TOTAL_NAME"]
 
 #: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
@@ -113,6 +114,28 @@ def covering_block_shape(data_chunks: Sequence[Sequence[int]], chunks: Sequence[
     return tuple(out)
 
 
+def grouped_block_shape(shape: Sequence[int], chunks: Sequence[int], max_voxels: int) -> tuple[int, ...]:
+    """Blocks of whole chunks, as few as hold at most ``max_voxels``: the volume, its longest side halved until it fits.
+
+    A block is never smaller than one chunk (a chunk bigger than
+    ``max_voxels`` is its own block). Small chunks grouped this way make
+    fewer, larger tasks where a task's overhead would dominate.
+    """
+    block = [int(n) for n in shape]
+    while int(np.prod(block)) > max_voxels:
+        ax = int(np.argmax([b if b > c else 0 for b, c in zip(block, chunks)]))
+        if block[ax] <= chunks[ax]:
+            break
+        block[ax] = int(chunks[ax]) * max(1, math.ceil(block[ax] / 2 / chunks[ax]))
+    return tuple(block)
+
+
+def grouped_blocks(arr: da.Array, max_voxels: int = 1 << 24) -> da.Array:
+    """``arr`` rechunked to :func:`grouped_block_shape` (chunks merged, never split, when they are regular)."""
+    block = grouped_block_shape(arr.shape, arr.chunksize, max_voxels)
+    return arr if block == tuple(arr.chunksize) else arr.rechunk(block)
+
+
 def _marker(markers: Path, index: tuple[int, ...]) -> Path:
     return markers / (".".join(str(i) for i in index) + ".done")
 
@@ -188,7 +211,7 @@ def _write_block(block: np.ndarray, store: str | list[str], region: tuple[slice,
     return int(np.prod([r.stop - r.start for r in region]))
 
 
-def _active_client() -> Any:
+def active_client() -> Any:
     try:
         from distributed import get_client
 
@@ -310,13 +333,14 @@ def store_blocks(
 
 
 def compute_tasks(tasks: Sequence[Any], *, progress: str | None = None, total: int | None = None,
-                  max_in_flight: int | None = None) -> None:
+                  max_in_flight: int | None = None) -> list[Any]:
     """Compute independent delayed tasks (blocks) on the active Dask client, or on threads without one.
 
     Parameters
     ----------
     tasks : sequence of dask.delayed
-        One per block; their results are dropped.
+        One per block; each is submitted with its own (culled) graph, so that
+        no task carries the graph of the whole volume.
     progress : str, optional
         Label of a progress bar over blocks.
     total : int, optional
@@ -325,45 +349,62 @@ def compute_tasks(tasks: Sequence[Any], *, progress: str | None = None, total: i
     max_in_flight : int, optional
         Blocks computed at once; bounds memory. Default: one per worker thread
         plus half as many queued, so workers never wait and memory stays bounded.
+
+    Returns
+    -------
+    list
+        The tasks' results, in the order of ``tasks`` (keep them small: they
+        are gathered to the caller).
     """
-    client = _active_client()
+    client = active_client()
     if max_in_flight is None:
         threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
         max_in_flight = max(2, threads + max(1, threads // 2))
+    tasks = list(tasks)
+    results: list[Any] = [None] * len(tasks)
     total = len(tasks) if total is None else int(total)
     with progress_bar(total=total, initial=total - len(tasks), desc=progress, unit="block") as bar:
         if client is not None:
             from distributed import as_completed
 
-            pending = iter(tasks)
-            futures = client.compute(list(itertools.islice(pending, max_in_flight)))
-            queue = as_completed(futures)
+            pending = iter(enumerate(tasks))
+            where: dict[str, list[int]] = {}  # equal tasks share a key: one index per submission
+
+            def submit(item: tuple[int, Any]) -> Any:
+                future = client.compute(item[1])
+                where.setdefault(future.key, []).append(item[0])
+                return future
+
+            queue = as_completed([submit(item) for item in itertools.islice(pending, max_in_flight)])
             for fut in queue:
-                fut.result()
+                results[where[fut.key].pop()] = fut.result()
+                fut.release()
                 bar.update(1)
                 nxt = next(pending, None)
                 if nxt is not None:
-                    queue.add(client.compute(nxt))
+                    queue.add(submit(nxt))
         else:
-            _compute_in_threads(list(tasks), min(max_in_flight, os.cpu_count() or 1), bar)
+            _compute_in_threads(tasks, min(max_in_flight, os.cpu_count() or 1), bar, results)
+    return results
 
 
-def _compute_in_threads(tasks: list[Any], n_threads: int, bar: Any) -> None:
+def _compute_in_threads(tasks: list[Any], n_threads: int, bar: Any, results: list[Any]) -> None:
     """Compute independent block tasks on ``n_threads`` threads, each block's graph on the synchronous scheduler.
 
     A thread takes the next block as soon as it is free (no batch barrier), and
-    only ``n_threads`` blocks are in memory at once. The first error cancels the
-    blocks not started and is raised.
+    only ``n_threads`` blocks are in memory at once. ``results[i]`` receives
+    the result of ``tasks[i]``. The first error cancels the blocks not started
+    and is raised.
     """
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     pool = ThreadPoolExecutor(max_workers=max(1, n_threads), thread_name_prefix="porelab-block")
     try:
-        running = {pool.submit(dask.compute, t, scheduler="sync") for t in tasks}
+        running = {pool.submit(dask.compute, t, scheduler="sync"): i for i, t in enumerate(tasks)}
         while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                fut.result()
+                results[running.pop(fut)] = fut.result()[0]
                 bar.update(1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

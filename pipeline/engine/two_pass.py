@@ -37,7 +37,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from pipeline.engine.blocks import block_regions, done_blocks, record_total
+from pipeline.engine.blocks import active_client, block_regions, done_blocks, record_total
 from pipeline.progress import progress_bar
 
 __all__ = ["TwoPassResult", "store_two_pass"]
@@ -127,18 +127,9 @@ def _pass2_read(store: str, region: Region) -> np.ndarray:
     return zarr.open_array(store, mode="r")[region]
 
 
-def _active_client() -> Any:
-    try:
-        from distributed import get_client
-
-        return get_client()
-    except (ImportError, ValueError):
-        return None
-
-
 def _run(tasks: list[Any], on_result: Callable[[Any], None], *, label: str | None, total: int, max_in_flight: int | None) -> None:
     """Compute ``tasks`` (delayed) with at most ``max_in_flight`` at once, handing each result to ``on_result``."""
-    client = _active_client()
+    client = active_client()
     if max_in_flight is None:
         threads = sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1)
         max_in_flight = max(2, threads + max(1, threads // 2))

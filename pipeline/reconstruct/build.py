@@ -132,49 +132,18 @@ def _voxel_block(src: Any, shape: tuple[int, int, int], region: tuple[slice, ...
     return voxel_faces(m, tuple(r.start for r in region))  # type: ignore[arg-type]
 
 
-def _run_blocks(fn: Any, src: _Reader, args: list[tuple[Any, ...]], max_in_flight: int | None = None) -> list[Any]:
-    """``[fn(src, *a) for a in args]`` in parallel, on the active Dask client if there is one, in order.
+def _run_blocks(fn: Any, src: _Reader, args: list[tuple[Any, ...]], progress: str | None = None) -> list[Any]:
+    """``[fn(src, *a) for a in args]`` in parallel (on the active Dask client if there is one), in order.
 
-    The reader (with the dask graph of the whole volume behind it) goes to
-    each worker once, scattered, instead of inside every task; at most
-    ``max_in_flight`` blocks (default twice the threads) are in flight at a
-    time, so the results waiting to be gathered stay bounded.
+    On a client the reader (with the dask graph of the whole volume behind
+    it) goes to each worker once, scattered, instead of inside every task.
     """
-    if not args:
-        return []
-    try:
-        from distributed import as_completed, get_client
+    from pipeline.engine.blocks import active_client, compute_tasks
 
-        client = get_client()
-    except (ImportError, ValueError):
-        client = None
-    n = max_in_flight or 2 * (sum(client.nthreads().values()) if client is not None else (os.cpu_count() or 1))
-    out: list[Any] = [None] * len(args)
-    if client is None:
-        for i in range(0, len(args), n):
-            batch = [dask.delayed(fn, pure=False)(src, *a) for a in args[i : i + n]]
-            out[i : i + n] = dask.compute(*batch, scheduler="threads")
-        return out
-    shared = client.scatter(src, broadcast=True, hash=False)
-    index = {}
-    queue = iter(enumerate(args))
-
-    def submit() -> Any:
-        i, a = next(queue)
-        f = client.submit(fn, shared, *a, pure=False)
-        index[f.key] = i
-        return f
-
-    pending = as_completed([submit() for _ in range(min(n, len(args)))])
-    for f in pending:
-        out[index.pop(f.key)] = f.result()
-        f.release()
-        if len(index) < n:
-            try:
-                pending.add(submit())
-            except StopIteration:
-                pass
-    return out
+    client = active_client()
+    shared = client.scatter(src, broadcast=True, hash=False) if client is not None and args else src
+    tasks = [dask.delayed(fn, pure=False)(shared, *a) for a in args]
+    return compute_tasks(tasks, progress=progress)
 
 
 def median_level(mask: Any, method: str = "dual_contouring", *, phase: int = 1, params: dict | None = None,
@@ -206,6 +175,7 @@ def mesh_voxels(
     params: dict | None = None,
     seed: int = 0,
     max_points: int = 5000,
+    progress: str | None = None,
 ) -> tuple[VoxelMesh, dict[str, Any]]:
     """Mesh of one phase of a label volume in voxel units (z, y, x), and facts about it.
 
@@ -227,6 +197,8 @@ def mesh_voxels(
         Seed of the convex hull's point subsampling.
     max_points : int
         Points kept for the convex hull (the paper's 5,000).
+    progress : str, optional
+        Label of a progress bar over the blocks.
 
     Returns
     -------
@@ -245,12 +217,12 @@ def mesh_voxels(
     info: dict[str, Any] = {"method": method}
     if method == "voxel_direct":
         regions = [tuple(slice(a, b) for a, b in r) for r in itertools.product(*[_ranges(n, s) for n, s in zip(shape, block)])]
-        parts = _run_blocks(_voxel_block, src, [(shape, r, phase) for r in regions])
+        parts = _run_blocks(_voxel_block, src, [(shape, r, phase) for r in regions], progress)
         info["blocks"] = len(regions)
         return weld(concatenate(parts)), info
     if method == "convex_hull":
         cubes = _cube_blocks(shape, block)
-        cands = [c for c in _run_blocks(_hull_block, src, [(shape, c, phase) for c in cubes]) if len(c)]
+        cands = [c for c in _run_blocks(_hull_block, src, [(shape, c, phase) for c in cubes], progress) if len(c)]
         info["blocks"] = len(cubes)
         pts = np.concatenate(cands) if cands else np.zeros((0, 3))
         info["hull_points"] = int(min(len(pts), max_points))
@@ -265,7 +237,7 @@ def mesh_voxels(
     if spec.whole_slices:
         block = (block[0], shape[1] + 2, shape[2] + 2)
     cubes = _cube_blocks(shape, block)
-    parts = _run_blocks(_mc_block, src, [(shape, c, method, params, phase, level) for c in cubes])
+    parts = _run_blocks(_mc_block, src, [(shape, c, method, params, phase, level) for c in cubes], progress)
     info.update(level=level, blocks=len(cubes))
     return weld(concatenate(parts)), info
 
@@ -280,10 +252,11 @@ def mesh_volume(
     params: dict | None = None,
     seed: int = 0,
     max_points: int = 5000,
+    progress: str | None = None,
 ):  # noqa: ANN201 - trimesh.Trimesh
     """Mesh of one phase of a label volume in nm, as a :class:`trimesh.Trimesh` (x, y, z columns).
 
-    Parameters are those of :func:`mesh_voxels`; ``voxel_size_nm`` (z, y, x)
+    Parameters (and ``progress``) are those of :func:`mesh_voxels`; ``voxel_size_nm`` (z, y, x)
     defaults to the volume's ``attrs["voxel_size_nm"]`` for an xarray volume.
     The mesh's ``metadata`` holds the method, level and block count.
     """
@@ -292,7 +265,7 @@ def mesh_volume(
             raise ValueError("voxel_size_nm is needed for a mask that is not a porelab volume")
         voxel_size_nm = mask.attrs["voxel_size_nm"]
     vm, info = mesh_voxels(mask, method, phase=phase, block_shape=block_shape, params=params, seed=seed,
-                           max_points=max_points)
+                           max_points=max_points, progress=progress)
     tm = to_trimesh(vm, voxel_size_nm)
     tm.metadata.update(info)
     tm.metadata["voxel_size_nm"] = [float(v) for v in voxel_size_nm]
@@ -313,11 +286,13 @@ def surface_area(
     params: dict | None = None,
     phase: int = 1,
     block_shape: Sequence[int] = DEFAULT_BLOCK,
+    progress: str | None = None,
 ) -> float:
     """Area (nm²) of the isosurface of one phase, summed block by block (no mesh kept).
 
     Faces of the volume are not counted: the samples beyond the volume
-    repeat its faces' values instead of closing the surface.
+    repeat its faces' values instead of closing the surface. ``progress``
+    labels a progress bar over the blocks.
     """
     src = _source(mask)
     shape: tuple[int, int, int] = tuple(int(s) for s in src.shape)  # type: ignore[assignment]
@@ -335,5 +310,5 @@ def surface_area(
         r = tuple((max(a, 0), min(b, n - 1)) for (a, b), n in zip(c, shape))
         if all(b > a for a, b in r):
             inner.append(r)
-    areas = _run_blocks(_area_block, src, [(shape, c, method, params, phase, level, vs) for c in inner])
+    areas = _run_blocks(_area_block, src, [(shape, c, method, params, phase, level, vs) for c in inner], progress)
     return float(sum(areas))

@@ -176,3 +176,29 @@ def test_a_resumed_write_cut_into_other_blocks_forgets_the_old_markers(tmp_path:
     zarr.open_array(str(store / "v"), mode="r+")[:] = 0
     calls = _spy_run(store, data, ((4, 4, 4, 4), (8,), (8,)), (4, 8, 8), cover_data_chunks=True, markers=markers)
     assert len(calls) == 4  # another grid: every block again (the old markers 0 and 1 would skip slices 0-8)
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_compute_tasks_returns_every_result_in_order(on_cluster: bool) -> None:
+    from pipeline.engine.blocks import compute_tasks
+
+    rng = np.random.default_rng(0)
+    delays = rng.random(12) * 0.01
+
+    def slow_square(i: int, d: float) -> int:
+        import time
+
+        time.sleep(d)  # results finish out of order
+        return i * i
+
+    tasks = [dask.delayed(slow_square, pure=False)(i, float(d)) for i, d in enumerate(delays)]
+    tasks.append(dask.delayed(slow_square, pure=True)(3, 0.0))  # equal tasks share a key
+    tasks.append(dask.delayed(slow_square, pure=True)(3, 0.0))
+    if on_cluster:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster, Client(cluster):
+            out = compute_tasks(tasks, max_in_flight=4)
+    else:
+        out = compute_tasks(tasks, max_in_flight=4)
+    assert out == [i * i for i in range(12)] + [9, 9]

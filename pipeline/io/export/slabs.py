@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline.backend import to_numpy
-from pipeline.engine.blocks import _active_client
+from pipeline.engine.blocks import active_client
 from pipeline.io.volume import DEFAULT_CHUNKS
 from pipeline.progress import progress_bar
 
@@ -50,7 +50,7 @@ def iter_slabs(vol: xr.DataArray, depth: int | None = None, *, progress: str | N
     data = vol.data
     starts = list(range(0, int(vol.shape[0]), depth))
 
-    local = _active_client() is None
+    local = active_client() is None
 
     def read(z0: int) -> np.ndarray:
         part = data[z0 : z0 + depth]

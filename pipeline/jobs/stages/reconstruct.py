@@ -112,7 +112,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     for m in cfg.methods:
         t0 = time.perf_counter()
         mesh = mesh_volume(vol, m, voxel_size_nm=vs, phase=cfg.phase, block_shape=cfg.block_shape, seed=ctx.seed,
-                           max_points=cfg.max_points)
+                           max_points=cfg.max_points, progress=f"{ctx.name}: {m}")
         sec = time.perf_counter() - t0
         if shift is not None:
             mesh.apply_translation(shift)  # in the whole volume's frame (x, y, z nm)
