@@ -14,13 +14,17 @@ from pipeline.analyze.psd import distribution_summary, fit_lognormal_hist, thick
 from pipeline.analyze.thickness import local_thickness_dask
 from pipeline.analyze.transport import BYTES_PER_VOXEL, connectivity, geometric_tortuosity, tortuosity_factor
 from pipeline.analyze.truth import truth_metrics
+from pipeline.engine.blocks import centred_box
 
-__all__ = ["measure", "SSA_METHOD", "SSA_SIGMA", "TORTUOSITY_METHODS", "TRANSPORT_VOXELS"]
+__all__ = ["measure", "SSA_METHOD", "SSA_SIGMA", "TORTUOSITY_METHODS", "TRANSPORT_VOXELS", "CENTRE_VOXELS"]
 
 #: What ``tortuosity_method`` can ask for.
 TORTUOSITY_METHODS = ("factor", "geometric", "both")
 #: Largest volume (voxels) for the transport measures: 64 Mvox, about 1.9 GiB for the diffusion solve (31 B/voxel).
 TRANSPORT_VOXELS = 64 * 2**20
+#: The centred sub-volume of ``transport_roi="centre"`` on a larger volume: 16.8 Mvox (256³ for a cube), a few
+#: minutes per axis of the diffusion solve on 2 cores.
+CENTRE_VOXELS = 2**24
 
 #: Isosurface of the specific surface area: gaussian sigma 0.7 voxel, within 1 % of a sphere's area.
 SSA_METHOD = "mc_smoothed"
@@ -44,7 +48,7 @@ def measure(
     tortuosity_method: str = "factor",
     solid_tortuosity: bool = False,
     transport_voxels: int = TRANSPORT_VOXELS,
-    transport_roi: Sequence[Sequence[int]] | None = None,
+    transport_roi: Sequence[Sequence[int]] | str | None = None,
     thickness_store: Any = None,
     probability: Any = None,
     progress: str | None = None,
@@ -63,7 +67,8 @@ def measure(
     n_radii : int
         Most radii of the local-thickness sweep.
     in_memory_voxels : int
-        Connectivity needs the volume in memory; above this many voxels it is skipped.
+        Connectivity needs the volume in memory; above this many voxels it is
+        skipped, or measured on the centred sub-volume with ``transport_roi="centre"``.
     tortuosity : bool
         Measure the transport (``False``: recorded under ``skipped``).
     tortuosity_method : {"factor", "geometric", "both"}
@@ -76,8 +81,13 @@ def measure(
         Largest volume for the transport measures (in memory, about
         ``BYTES_PER_VOXEL`` + 6 bytes per voxel); above it they are skipped
         with the reason, unless ``transport_roi`` picks a sub-volume.
-    transport_roi : ((z0, z1), (y0, y1), (x0, x1)), optional
-        Measure the transport on this sub-volume (voxel indices, end excluded).
+    transport_roi : ((z0, z1), (y0, y1), (x0, x1)) or "centre", optional
+        Measure the transport on this sub-volume (voxel indices, end
+        excluded). ``"centre"``: the whole volume where it fits
+        ``transport_voxels``, else its centred sub-volume of
+        :data:`CENTRE_VOXELS` voxels (in the volume's proportions), and
+        the connectivity of a volume above ``in_memory_voxels`` on the
+        same sub-volume; each records its ``roi``.
     probability : array, optional
         The pore probability the labels came from (a segmentation store's
         ``probability``): the truth metrics then include the cross-entropy.
@@ -163,8 +173,16 @@ def measure(
         t0 = time.perf_counter()
         out["connectivity"] = connectivity(np.asarray(pore.compute()))
         out["seconds"]["connectivity"] = time.perf_counter() - t0
+    elif isinstance(transport_roi, str) and transport_roi == "centre":
+        t0 = time.perf_counter()
+        box = centred_box(arr.shape, min(CENTRE_VOXELS, in_memory_voxels))
+        assert box is not None  # the volume is above in_memory_voxels
+        region = tuple(slice(a, b) for a, b in box)
+        out["connectivity"] = connectivity(np.asarray(pore[region].compute())) | {"roi": [list(r) for r in box]}
+        out["seconds"]["connectivity"] = time.perf_counter() - t0
     else:
-        out["skipped"]["connectivity"] = f"{n_vox} voxels is above in_memory_voxels={in_memory_voxels}"
+        out["skipped"]["connectivity"] = (f"{n_vox} voxels is above in_memory_voxels={in_memory_voxels}; "
+                                          "transport_roi='centre' measures it on the centred sub-volume")
 
     if not tortuosity:
         out["skipped"]["tortuosity"] = "not asked for (tortuosity=False, --no-tortuosity)"
@@ -182,9 +200,13 @@ def measure(
 
 
 def _transport(out: dict[str, Any], arr: da.Array, vs: tuple[float, ...], method: str, solid: bool, limit: int,
-               roi: Sequence[Sequence[int]] | None) -> None:
+               roi: Sequence[Sequence[int]] | str | None) -> None:
     """The transport measures into ``out["transport"]`` (or the reason under ``out["skipped"]``)."""
     region = tuple(slice(0, n) for n in arr.shape)
+    if isinstance(roi, str):
+        if roi != "centre":
+            raise ValueError(f"transport_roi {roi!r} is unknown; expected 'centre' or ((z0, z1), (y0, y1), (x0, x1))")
+        roi = centred_box(arr.shape, min(CENTRE_VOXELS, limit)) if int(np.prod(arr.shape)) > limit else None
     if roi is not None:
         region = tuple(slice(int(a), int(b)) for a, b in roi)
         if len(region) != 3 or any(not 0 <= s.start < s.stop <= n for s, n in zip(region, arr.shape)):

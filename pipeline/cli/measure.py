@@ -34,8 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tortuosity", choices=["factor", "geometric", "both"], default="factor",
                    help="tortuosity factor of steady diffusion (default), geometric tortuosity (shortest paths, cheaper), or both")
     p.add_argument("--solid-tortuosity", action="store_true", help="also the tortuosity factor of the solid phase")
-    p.add_argument("--transport-roi", default=None, metavar="Z0:Z1,Y0:Y1,X0:X1",
-                   help="measure the transport on this sub-volume (voxels; needed above 64 Mvoxel)")
+    p.add_argument("--transport-roi", default="centre", metavar="Z0:Z1,Y0:Y1,X0:X1",
+                   help="measure the transport on this sub-volume (voxels); 'centre' (default): the whole volume up to "
+                        "64 Mvoxel, else its centred 16.8 Mvoxel (and the connectivity there above 256 Mvoxel); "
+                        "'none': skip them above those sizes")
     p.add_argument("--overwrite", action="store_true", help="replace METRICS.json if it exists")
     p.set_defaults(func=_run)
 
@@ -65,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         truth = open_volume(args.truth)
         if truth.shape != vol.shape:
             raise UserError(f"{args.truth}: has shape {list(truth.shape)}; expected the labels' shape {list(vol.shape)}")
-    roi = _roi(args.transport_roi) if args.transport_roi else None
+    roi = _roi(args.transport_roi)
     try:
         m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
                     tortuosity_method=args.tortuosity, solid_tortuosity=args.solid_tortuosity, transport_roi=roi,
@@ -79,13 +81,16 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _roi(text: str) -> list[tuple[int, int]]:
+def _roi(text: str) -> list[tuple[int, int]] | str | None:
     from pipeline.errors import UserError
+
+    if text in ("centre", "none"):
+        return None if text == "none" else text
 
     try:
         roi = [tuple(int(v) for v in part.split(":")) for part in text.split(",")]
     except ValueError:
         roi = []
     if len(roi) != 3 or any(len(r) != 2 for r in roi):
-        raise UserError(f"--transport-roi {text}: expected Z0:Z1,Y0:Y1,X0:X1 (voxel indices)")
+        raise UserError(f"--transport-roi {text}: expected Z0:Z1,Y0:Y1,X0:X1 (voxel indices), 'centre' or 'none'")
     return roi  # type: ignore[return-value]

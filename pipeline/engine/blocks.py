@@ -24,7 +24,7 @@ import zarr
 
 from pipeline.progress import progress_bar
 
-__all__ = ["store_blocks", "compute_tasks", "active_client", "grouped_block_shape", "grouped_blocks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
+__all__ = ["store_blocks", "compute_tasks", "active_client", "centred_box", "grouped_block_shape", "grouped_blocks", "block_regions", "chunk_regions", "covering_block_shape", "nests", "nesting_chunks", "done_blocks",
            "record_total", "TOTAL_NAME"]
 
 #: file in a marker folder that says how many blocks the write has (read by ``porelab status``)
@@ -112,6 +112,18 @@ def covering_block_shape(data_chunks: Sequence[Sequence[int]], chunks: Sequence[
         largest = max(int(v) for v in dc)
         out.append(min(int(s), -(-largest // int(c)) * int(c)))
     return tuple(out)
+
+
+def centred_box(shape: Sequence[int], max_voxels: int) -> tuple[tuple[int, int], ...] | None:
+    """The centred box (per axis start, stop) of at most ``max_voxels`` voxels in the volume's proportions; None when it fits."""
+    n = math.prod(int(v) for v in shape)
+    if max_voxels <= 0 or n <= max_voxels:
+        return None
+    f = (max_voxels / n) ** (1 / len(shape))
+    sides = [max(2, int(math.floor(int(v) * f))) for v in shape]
+    while math.prod(sides) > max_voxels and max(sides) > 2:
+        sides[int(np.argmax(sides))] -= 1
+    return tuple(((int(v) - s) // 2, (int(v) - s) // 2 + s) for v, s in zip(shape, sides))
 
 
 def grouped_block_shape(shape: Sequence[int], chunks: Sequence[int], max_voxels: int) -> tuple[int, ...]:

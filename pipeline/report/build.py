@@ -190,6 +190,8 @@ def _sec_psd(run: _Run) -> str:
         facts.update({f"surface: {k}": v for k, v in surf.items()})
         if d.get("connectivity"):
             facts.update({f"connected pore fraction {k}": v for k, v in d["connectivity"]["connected_fraction"].items()})
+            if d["connectivity"].get("roi"):
+                facts["connectivity measured on (z, y, x voxels)"] = str(d["connectivity"]["roi"])
         body += kv_table(facts)
         tr = d.get("transport") or {}
         rows = [{"phase": ph, "axis": ax, "tortuosity factor": r["tau"], "D_eff / D0": r["effective_diffusivity"],
@@ -199,8 +201,10 @@ def _sec_psd(run: _Run) -> str:
             body += "<h3>Transport (steady diffusion)</h3>" + table(rows)
         if tr.get("geometric"):
             body += kv_table({f"geometric tortuosity {k}": v for k, v in tr["geometric"].items()})
-        if tr.get("roi"):
-            body += f'<p class="note">Transport measured on the sub-volume {esc(tr["roi"])} (voxels z, y, x).</p>'
+        whole = [[0, int(n)] for n in d.get("shape", [])]
+        if tr.get("roi") and tr["roi"] != whole:
+            body += (f'<p class="note">Transport measured on the sub-volume {esc(tr["roi"])} (voxels z, y, x) of '
+                     f'{esc(d.get("shape"))}: the diffusion solve holds its volume in memory.</p>')
         if d.get("skipped"):
             body += "".join(f'<p class="warn">{esc(k)} skipped: {esc(v)}</p>' for k, v in d["skipped"].items())
     return body

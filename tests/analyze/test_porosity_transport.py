@@ -102,3 +102,20 @@ def test_measure_transport_limits_and_sub_volume() -> None:
     assert sub["transport"]["solid"]["y"]["tau"] > 1
     with pytest.raises(ValueError, match="not inside the volume"):
         measure(lab, (1, 1, 1), transport_roi=[(0, 30), (0, 8), (0, 8)])
+
+
+def test_measure_centre_takes_the_centred_sub_volume_above_the_limits() -> None:
+    lab = np.zeros((20, 16, 16), np.uint8)
+    lab[:, 2:14, 6:10] = 1  # a slab along z and y, through the centre
+    m = measure(lab, (1, 1, 1), transport_voxels=1000, in_memory_voxels=1000, transport_roi="centre")
+    roi = m["transport"]["roi"]
+    assert int(np.prod([b - a for a, b in roi])) <= 1000
+    assert all((a + b) / 2 == pytest.approx(n / 2, abs=1) for (a, b), n in zip(roi, lab.shape))
+    assert m["connectivity"]["roi"] == roi
+    assert m["transport"]["pore"]["z"]["tau"] == pytest.approx(1.0, rel=1e-4)
+    assert m["connectivity"]["connected_fraction"]["z"] == 1.0
+    assert "tortuosity" not in m["skipped"] and "connectivity" not in m["skipped"]
+    whole = measure(lab, (1, 1, 1), transport_roi="centre")  # fits: the whole volume
+    assert whole["transport"]["roi"] == [[0, 20], [0, 16], [0, 16]] and "roi" not in whole["connectivity"]
+    with pytest.raises(ValueError, match="unknown"):
+        measure(lab, (1, 1, 1), transport_roi="middle")

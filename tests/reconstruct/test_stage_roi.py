@@ -12,13 +12,14 @@ import trimesh
 from pipeline.errors import UserError
 from pipeline.io.volume import as_volume, write_volume
 from pipeline.jobs.context import StageContext
-from pipeline.jobs.stages.reconstruct import Config, mesh_roi, run
+from pipeline.engine.blocks import centred_box
+from pipeline.jobs.stages.reconstruct import Config, run
 
 
 def test_the_centred_box_keeps_the_proportions_and_the_budget() -> None:
-    assert mesh_roi((10, 20, 30), 10_000) is None  # fits: the whole volume
-    assert mesh_roi((10, 20, 30), 0) is None  # no limit
-    box = mesh_roi((238, 1299, 1024), 32_000_000)
+    assert centred_box((10, 20, 30), 10_000) is None  # fits: the whole volume
+    assert centred_box((10, 20, 30), 0) is None  # no limit
+    box = centred_box((238, 1299, 1024), 32_000_000)
     sides = [b - a for a, b in box]
     assert np.prod(sides) <= 32_000_000 and np.prod(sides) > 0.95 * 32_000_000
     assert all(abs((a + b) / 2 - n / 2) <= 1 for (a, b), n in zip(box, (238, 1299, 1024)))

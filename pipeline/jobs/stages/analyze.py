@@ -27,12 +27,14 @@ class Config(StageConfig):
     truth: str | None = Field(None, description="Ground-truth labels: an earlier stage's name or a .zarr path (relative to the job file).")
     block_shape: tuple[int, int, int] = Field((64, 64, 64), description="Block (z, y, x voxels) of the porosity map.")
     n_radii: int = Field(64, ge=2, le=1024, description="Most radii of the local-thickness sweep.")
-    tortuosity: bool = Field(True, description="Transport per axis (in memory, volumes up to 64 Mvoxel or transport_roi); false: recorded under skipped.")
+    tortuosity: bool = Field(True, description="Transport per axis (in memory: volumes up to 64 Mvoxel, else on transport_roi); false: recorded under skipped.")
     tortuosity_method: Literal["factor", "geometric", "both"] = Field(
         "factor", description="Tortuosity factor of steady diffusion (with effective diffusivity and MacMullin number), geometric tortuosity (shortest paths, cheaper), or both.")
     solid_tortuosity: bool = Field(False, description="Also the tortuosity factor of the solid phase.")
-    transport_roi: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = Field(
-        None, description="Sub-volume [[z0, z1], [y0, y1], [x0, x1]] (voxels, end excluded) for the transport measures.")
+    transport_roi: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | Literal["centre"] | None = Field(
+        "centre", description="Sub-volume [[z0, z1], [y0, y1], [x0, x1]] (voxels, end excluded) for the transport measures; "
+        "'centre' (default): the whole volume up to 64 Mvoxel, else its centred 16.8 Mvoxel (and the connectivity there "
+        "above 256 Mvoxel); null: skip them above those sizes.")
     write_thickness: bool = Field(False, description="Also write the local-thickness volume (nm) as thickness.zarr.")
     baseline: str | None = Field(None, description="A baseline stage whose porosity and sweep spread go into the metrics beside the segmentation's.")
 

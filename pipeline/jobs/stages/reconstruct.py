@@ -21,7 +21,7 @@ from pipeline.jobs.base import StageConfig, StageOutput
 from pipeline.jobs.context import StageContext
 from pipeline.reconstruct.build import METHODS
 
-__all__ = ["Config", "run", "mesh_roi", "MAX_MESH_VOXELS"]
+__all__ = ["Config", "run", "MAX_MESH_VOXELS"]
 
 #: Largest volume the stage meshes whole by default. A mesh is held in memory whole: voxel_direct on
 #: 316 Mvoxel of small pores (radius about 5 voxels) went over 22 GB and was killed.
@@ -57,22 +57,11 @@ class Config(StageConfig):
         return list(dict.fromkeys(v))
 
 
-def mesh_roi(shape: tuple[int, ...], max_voxels: int) -> tuple[tuple[int, int], ...] | None:
-    """The centred box (per axis start, stop) of at most ``max_voxels`` voxels, the volume's proportions; None when it fits."""
-    n = math.prod(int(v) for v in shape)
-    if max_voxels <= 0 or n <= max_voxels:
-        return None
-    f = (max_voxels / n) ** (1 / 3)
-    sides = [max(2, int(math.floor(int(v) * f))) for v in shape]
-    while math.prod(sides) > max_voxels and max(sides) > 2:
-        sides[int(np.argmax(sides))] -= 1
-    return tuple(((int(v) - s) // 2, (int(v) - s) // 2 + s) for v, s in zip(shape, sides))
-
-
 def run(ctx: StageContext, cfg: Config) -> StageOutput:
     """Write ``<name>/<method>.<format>`` per method; metrics per method (and against the truth)."""
     import time
 
+    from pipeline.engine.blocks import centred_box
     from pipeline.io.volume import open_volume, voxel_size_of
     from pipeline.jobs.stages.analyze import write_json
     from pipeline.reconstruct import enclosed_porosity, mesh_metrics, mesh_volume, write_mesh
@@ -86,7 +75,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
             raise UserError(f"stage {ctx.name!r}: roi {[list(r) for r in roi]} is not inside the volume {list(vol.shape)}; "
                             "expected [[z0, z1], [y0, y1], [x0, x1]] with 0 <= start < stop <= size")
     else:
-        roi = mesh_roi(tuple(vol.shape), cfg.max_voxels)
+        roi = centred_box(tuple(vol.shape), cfg.max_voxels)
     whole_shape = tuple(vol.shape)
     if roi is not None:
         box = {d: slice(a, b) for d, (a, b) in zip(vol.dims, roi)}
