@@ -13,7 +13,9 @@ What is measured, in one run on the same stack:
   the time of every step (ingest, correct, preprocess, segment, refine,
   baseline, measure, mesh, report), the whole pipeline's Mvox/s and its ratio
   to the tifffile read, and the peak RSS of the largest worker process during
-  each step (sampled every 0.1 s), against its limit.
+  each step (sampled every 0.1 s), against its limit, and of the driver (the
+  ``porelab analyze`` process, which holds the in-memory measures: the
+  transport's sub-volume, a mesh).
 
 The stack is a rendered synthetic FIB-SEM volume (random spheres, every
 artefact of the built-in renderer) tiled with mirrored copies to the size
@@ -82,16 +84,18 @@ def read_baseline(path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _sample(proc: subprocess.Popen, manifest: Path, peaks: dict[str, int], stop: threading.Event) -> None:
-    """Largest RSS of any process under the driver, per running stage."""
+def _sample(proc: subprocess.Popen, manifest: Path, peaks: dict[str, int], stop: threading.Event,
+            driver_peaks: dict[str, int] | None = None) -> None:
+    """Largest RSS of any process under the driver (the workers), and of the driver, per running stage."""
     driver = psutil.Process(proc.pid)
     while not stop.is_set():
         try:
             rss = max((c.memory_info().rss for c in driver.children(recursive=True)), default=0)
+            own = driver.memory_info().rss
         except psutil.NoSuchProcess:
             return
         except psutil.Error:
-            rss = 0
+            rss = own = 0
         try:
             stages = json.loads(manifest.read_text()).get("stages", [])
             stage = next((s["name"] for s in stages if s.get("status") == "running"), None)
@@ -99,25 +103,28 @@ def _sample(proc: subprocess.Popen, manifest: Path, peaks: dict[str, int], stop:
             stage = None
         if stage is not None:
             peaks[stage] = max(peaks.get(stage, 0), rss)
+            if driver_peaks is not None:
+                driver_peaks[stage] = max(driver_peaks.get(stage, 0), own)
         stop.wait(0.1)
 
 
-def run_analyze(stack: Path, out: Path, workers: int, memory_limit: str) -> tuple[float, dict[str, int]]:
-    """Run ``porelab analyze`` in a subprocess; return its seconds and the peak worker RSS per stage."""
+def run_analyze(stack: Path, out: Path, workers: int, memory_limit: str) -> tuple[float, dict[str, int], dict[str, int]]:
+    """Run ``porelab analyze`` in a subprocess; return its seconds and the peak worker and driver RSS per stage."""
     cmd = [sys.executable, "-m", "pipeline", "analyze", str(stack), "--voxel-size", "10,10,10", "--out", str(out),
            "--workers", str(workers), "--memory-limit", memory_limit, "--overwrite"]
     peaks: dict[str, int] = {}
+    driver_peaks: dict[str, int] = {}
     stop = threading.Event()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO)
-    sampler = threading.Thread(target=_sample, args=(proc, out / "manifest.json", peaks, stop), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(proc, out / "manifest.json", peaks, stop, driver_peaks), daemon=True)
     sampler.start()
     rc = proc.wait()
     stop.set()
     sampler.join()
     if rc != 0:
         raise SystemExit(f"porelab analyze failed with exit code {rc}")
-    return time.perf_counter() - t0, peaks
+    return time.perf_counter() - t0, peaks, driver_peaks
 
 
 def main() -> None:
@@ -137,7 +144,7 @@ def main() -> None:
         shape = write_stack(stack, args.gb, args.size)
         mvox = float(np.prod(shape)) / 1e6
         read_s = read_baseline(stack)
-        total_s, peaks = run_analyze(stack, work / "run", args.workers, args.memory_limit)
+        total_s, peaks, driver_peaks = run_analyze(stack, work / "run", args.workers, args.memory_limit)
         stages = json.loads((work / "run" / "manifest.json").read_text())["stages"]
         from dask.utils import parse_bytes
 
@@ -145,12 +152,13 @@ def main() -> None:
         steps = sum(s.get("seconds", 0.0) for s in stages)
         print(f"stack {shape[0]}x{shape[1]}x{shape[2]} uint16 = {stack.stat().st_size / 1e9:.2f} GB ({mvox:.0f} Mvox); "
               f"{args.workers} workers of {args.memory_limit}")
-        print(f"{'step':<14}{'seconds':>10}{'Mvox/s':>10}{'share':>8}{'peak RSS MiB':>14}")
+        print(f"{'step':<14}{'seconds':>10}{'Mvox/s':>10}{'share':>8}{'worker peak MiB':>17}{'driver peak MiB':>17}")
         for s in stages:
             sec = s.get("seconds", 0.0)
             peak = peaks.get(s["name"], 0) / 2**20
             flag = "  over the limit" if peak * 2**20 > limit else ""
-            print(f"{s['name']:<14}{sec:>10.1f}{mvox / sec if sec else float('nan'):>10.2f}{sec / steps:>8.1%}{peak:>14.0f}{flag}")
+            own = driver_peaks.get(s["name"], 0) / 2**20
+            print(f"{s['name']:<14}{sec:>10.1f}{mvox / sec if sec else float('nan'):>10.2f}{sec / steps:>8.1%}{peak:>17.0f}{own:>17.0f}{flag}")
         slowest = max(stages, key=lambda s: s.get("seconds", 0.0))
         print(f"whole pipeline: {total_s:.0f} s, {mvox / total_s:.2f} Mvox/s; tifffile read (baseline): {read_s:.1f} s, "
               f"{mvox / read_s:.0f} Mvox/s; ratio pipeline / read = {read_s / total_s:.2e}")
