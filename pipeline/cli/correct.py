@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with dask_client(args.dask, n_workers=args.workers, memory_limit=args.memory_limit,
                      local_directory=Path(args.output).resolve().parent / ".dask-scratch"):
-        out = correct(vol, cfg)
+        out = correct(vol, cfg, progress="correct")
         out.attrs["provenance"] = provenance("correct", cfg.model_dump(mode="json"))
         write_volume(out, args.output, overwrite=args.overwrite, progress="correct")
     m = metrics_of(out)

@@ -53,6 +53,7 @@ from pipeline.correct.illumination import (
 )
 from pipeline.correct.roi import check_box, valid_box
 from pipeline.correct.tilt import tilt_correct_dask, tilt_scale, tilt_voxel_size
+from pipeline.progress import compute
 
 __all__ = ["TiltParams", "DestripeParams", "IlluminationParams", "DriftParams", "RoiParams", "correct_volume", "slab_depth"]
 
@@ -186,17 +187,17 @@ def _illumination_diagnostics(
     return rng_rows, np.round(mean_map, 5).tolist()
 
 
-def _correct_illumination(data: da.Array, p: IlluminationParams) -> tuple[da.Array, dict[str, Any]]:
+def _correct_illumination(data: da.Array, p: IlluminationParams, progress: str | None = None) -> tuple[da.Array, dict[str, Any]]:
     """The illumination step on a lazy stack: coefficients estimated out of core, then applied lazily."""
     attrs: dict[str, Any] = {}
     coefs = None
     if p.method in ("robust", "poly"):
         log = p.method == "robust"
         if p.scope == "volume" and not log:
-            mean_img = to_numpy(data.mean(axis=0).compute())
+            mean_img = to_numpy(compute(data.mean(axis=0), desc=progress)[0])
             coefs = np.repeat(fit_background(mean_img, p.degree)[None], data.shape[0], axis=0)
         else:
-            coefs = estimate_backgrounds_dask(data, p.degree, p.method)
+            coefs = estimate_backgrounds_dask(data, p.degree, p.method, progress=progress)
         if log:
             coefs, info = smooth_coefficients(coefs, 0 if p.scope == "volume" else p.window, p.significance)
             attrs["illumination_fit"] = {**info, "terms": [list(t) for t in poly_terms(p.degree)]}
@@ -222,6 +223,7 @@ def correct_volume(
     roi: RoiParams | None = None,
     output_dtype: Literal["float32", "input"] = "float32",
     slab_mb: float = 32.0,
+    progress: str | None = None,
 ) -> xr.DataArray:
     """Apply the enabled corrections to a (z, y, x) volume; return a lazy volume with diagnostics.
 
@@ -235,6 +237,9 @@ def correct_volume(
         ``input`` rounds and clips back to an integer input dtype.
     slab_mb : float
         Size of the whole-slice slabs the steps run on (MB of float32).
+    progress : str, optional
+        Prefix of the progress bars of the estimation passes (stripes,
+        illumination, drift); the lazy result's own bar is its writer's.
 
     Raises
     ------
@@ -242,6 +247,9 @@ def correct_volume(
         For parameters that do not fit the volume (ROI box, drift too large).
     """
     from pipeline.io.volume import as_volume, voxel_size_of
+
+    def bar(part: str) -> str | None:
+        return None if progress is None else f"{progress}: {part}"
 
     tilt = tilt or TiltParams()
     destripe = destripe or DestripeParams()
@@ -266,15 +274,16 @@ def correct_volume(
         data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
     if destripe.enabled:
         # estimated once (the expensive part), applied in every later pass (a subtraction)
-        offsets = stripe_offsets_dask(data, destripe.method, **destripe.params())
+        offsets = stripe_offsets_dask(data, destripe.method, progress=bar("stripes"), **destripe.params())
         attrs["stripe_rms"] = [float(round(v, 5)) for v in stripe_rms(offsets, int(data.shape[1]))]
         data = apply_offsets_dask(data, offsets, destripe.method)
     if illumination.enabled:
-        data, illum_attrs = _correct_illumination(data, illumination)
+        data, illum_attrs = _correct_illumination(data, illumination, progress=bar("illumination"))
         attrs.update(illum_attrs)
     shifts = np.zeros((data.shape[0], 2))
     if drift.enabled and data.shape[0] > 1:
-        pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px)
+        pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px,
+                                    progress=bar("drift"))
         measured, used = solve_drift(pairs, min_confidence=drift.min_confidence, max_step_px=drift.max_step_px)
         probe = parallax_probe(data, measured, drift.parallax_lag, highpass_px=drift.highpass_px) if drift.parallax else None
         cleaned, info = clean_drift(measured, step_noise(pairs), threshold=drift.step_threshold, parallax=probe)

@@ -133,6 +133,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline.backend import ndimage_of, xp_of
+from pipeline.progress import compute
 
 __all__ = [
     "stripe_profile",
@@ -722,14 +723,16 @@ def _subtract(stack: Any, offsets: Any, method: str) -> Any:
     return stack.astype(xp.float32) - offsets.astype(xp.float32)
 
 
-def stripe_offsets_dask(arr: da.Array, method: Literal["histogram", "profile", "onset"] = "histogram", **params: Any) -> np.ndarray:
+def stripe_offsets_dask(arr: da.Array, method: Literal["histogram", "profile", "onset"] = "histogram", *,
+                        progress: str | None = None, **params: Any) -> np.ndarray:
     """Stripe offsets of every slice of a dask (z, y, x) stack, computed slab by slab.
 
     Returns a small NumPy array (z, x) (float64, the stack's units; for
     ``onset`` (z, 4, x), one :func:`onset_offsets` table per slice), the
     offsets :func:`destripe` subtracts: estimate once, apply with
     :func:`apply_offsets_dask` as often as needed (the estimate is the
-    expensive part of destriping).
+    expensive part of destriping). ``progress`` labels a progress bar over
+    the pass.
     """
     if arr.ndim != 3:
         raise ValueError(f"expected a 3D (z, y, x) array; got shape {arr.shape}")
@@ -740,7 +743,7 @@ def stripe_offsets_dask(arr: da.Array, method: Literal["histogram", "profile", "
     if pool > 0:
         if method != "onset":
             raise ValueError(f"pool_slices is an option of the 'onset' method, not of {method!r}")
-        return _pooled_offsets_dask(arr, pool, **params)
+        return _pooled_offsets_dask(arr, pool, progress=progress, **params)
 
     def fn(block: Any) -> np.ndarray:
         out = _offsets(block, method, **params)
@@ -750,7 +753,7 @@ def stripe_offsets_dask(arr: da.Array, method: Literal["histogram", "profile", "
         offsets = arr.map_blocks(fn, dtype=np.float64, chunks=(arr.chunks[0], (ONSET_ROWS,), arr.chunks[2]))
     else:
         offsets = arr.map_blocks(fn, dtype=np.float64, drop_axis=[1], chunks=(arr.chunks[0], arr.chunks[2]))
-    return np.asarray(offsets.compute())
+    return np.asarray(compute(offsets, desc=progress)[0])
 
 
 def _subtract_block(block: Any, rows: np.ndarray, method: str, ny: int = 0, block_info: Any = None) -> Any:
@@ -997,7 +1000,7 @@ def pooled_onset_offsets(stack: Any, pool_slices: int = 8, **params: Any) -> np.
     return tables
 
 
-def _pooled_offsets_dask(arr: da.Array, pool_slices: int, **params: Any) -> np.ndarray:
+def _pooled_offsets_dask(arr: da.Array, pool_slices: int, *, progress: str | None = None, **params: Any) -> np.ndarray:
     """:func:`pooled_onset_offsets` of a dask stack: per-slice sums slab by slab, pooled along z in memory (small tables)."""
     passes, stat, solve = _pooled_split(params)
     ny, nx = int(arr.shape[1]), int(arr.shape[2])
@@ -1011,6 +1014,6 @@ def _pooled_offsets_dask(arr: da.Array, pool_slices: int, **params: Any) -> np.n
             pieces.append(piece.map_blocks(_stats_block, rows=rows, dtype=np.float64, new_axis=[1],
                                            chunks=((dz,), (2,), (nb,), (nx,)), **stat))
             z0 += dz
-        stats = np.asarray(da.concatenate(pieces, axis=0).compute()) if pieces else np.zeros((0, 2, nb, nx))
+        stats = np.asarray(compute(da.concatenate(pieces, axis=0), desc=progress)[0]) if pieces else np.zeros((0, 2, nb, nx))
         tables = onset_pooled(stats, ny, pool_slices, **solve)
     return tables

@@ -52,6 +52,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline.backend import ndimage_of, to_numpy, xp_of
+from pipeline.progress import compute
 
 __all__ = [
     "phase_correlation",
@@ -215,7 +216,7 @@ def estimate_steps(stack: Any, **kwargs: Any) -> np.ndarray:
     return pairs
 
 
-def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarray:
+def estimate_pairs_dask(arr: da.Array, lags: int = 4, *, progress: str | None = None, **kwargs: Any) -> np.ndarray:
     """:func:`estimate_pairs` on a dask stack, slab by slab; equal to the in-memory result.
 
     One streaming pass, no overlap between slabs: every slab's task returns
@@ -224,7 +225,7 @@ def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarr
     released as soon as its own task is done, so a worker holds one slab and
     a few edge slices at a time (an overlapped graph, or a rechunk to slabs
     centred on the boundaries, made the scheduler hold a growing share of
-    the stack).
+    the stack). ``progress`` labels a progress bar over the pass.
     """
     import dask
 
@@ -248,7 +249,7 @@ def estimate_pairs_dask(arr: da.Array, lags: int = 4, **kwargs: Any) -> np.ndarr
     slabs = [dask.delayed(_slab_pairs, pure=True)(b, lags, kwargs) for b in arr.to_delayed().ravel()]
     inside = [dask.delayed(_first, pure=True)(s) for s in slabs]
     across = [dask.delayed(_boundary_pairs, pure=True)(a, b, lags, kwargs) for a, b in zip(slabs[:-1], slabs[1:])]
-    results = dask.compute(*inside, *across)
+    results = compute(*inside, *across, desc=progress)
     out = np.concatenate(results[: len(slabs)], axis=0)
     starts = np.cumsum([0] + zchunks[:-1])
     for s0, cross in zip(starts[1:], results[len(slabs):]):

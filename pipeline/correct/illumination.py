@@ -47,6 +47,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline.backend import ndimage_of, to_numpy, xp_of
+from pipeline.progress import compute
 
 __all__ = [
     "poly_terms",
@@ -263,11 +264,13 @@ def remove_background(slice2d: Any, bg: Any, mode: Literal["divide", "subtract"]
     return out.astype(xp.float32)
 
 
-def estimate_backgrounds_dask(arr: da.Array, degree: int = 2, method: Literal["robust", "poly"] = "poly") -> np.ndarray:
+def estimate_backgrounds_dask(arr: da.Array, degree: int = 2, method: Literal["robust", "poly"] = "poly", *,
+                              progress: str | None = None) -> np.ndarray:
     """Background coefficients of every slice, ``(z, n_terms)``, read slab by slab.
 
     ``poly``: :func:`fit_background` (linear space); ``robust``:
-    :func:`fit_log_background` (log space, bright phase).
+    :func:`fit_log_background` (log space, bright phase). ``progress``
+    labels a progress bar over the pass.
     """
     if method not in ("robust", "poly"):
         raise ValueError(f"illumination method {method!r} has no coefficients; expected robust or poly")
@@ -278,7 +281,8 @@ def estimate_backgrounds_dask(arr: da.Array, degree: int = 2, method: Literal["r
     def fn(block: Any) -> np.ndarray:
         return np.stack([fit(block[k], degree) for k in range(block.shape[0])])
 
-    return np.asarray(arr.map_blocks(fn, dtype=np.float64, drop_axis=[1, 2], new_axis=[1], chunks=(arr.chunks[0], (n,))).compute())
+    coefs = arr.map_blocks(fn, dtype=np.float64, drop_axis=[1, 2], new_axis=[1], chunks=(arr.chunks[0], (n,)))
+    return np.asarray(compute(coefs, desc=progress)[0])
 
 
 def correct_illumination_dask(

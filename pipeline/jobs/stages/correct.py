@@ -84,8 +84,11 @@ class Config(StageConfig):
     slab_mb: float = Field(32.0, gt=0, le=4096, description="MB of float32 per whole-slice slab a task works on.")
 
 
-def correct(vol, cfg: Config):  # noqa: ANN001, ANN201 - shared with the CLI
-    """Run :func:`pipeline.correct.chain.correct_volume` with a Config; ValueError becomes UserError."""
+def correct(vol, cfg: Config, progress: str | None = None):  # noqa: ANN001, ANN201 - shared with the CLI
+    """Run :func:`pipeline.correct.chain.correct_volume` with a Config; ValueError becomes UserError.
+
+    ``progress`` prefixes the progress bars of the estimation passes.
+    """
     from pipeline.correct.chain import DestripeParams, DriftParams, IlluminationParams, RoiParams, TiltParams, correct_volume
 
     try:
@@ -98,6 +101,7 @@ def correct(vol, cfg: Config):  # noqa: ANN001, ANN201 - shared with the CLI
             roi=RoiParams(**cfg.roi.model_dump()),
             output_dtype=cfg.output_dtype,
             slab_mb=cfg.slab_mb,
+            progress=progress,
         )
     except ValueError as exc:
         raise UserError(f"correct: {exc}") from None
@@ -125,7 +129,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
     from pipeline.backend import volume_on
 
     vol = volume_on(open_volume(ctx.require_input()), ctx.backend)
-    out = correct(vol, cfg)
+    out = correct(vol, cfg, progress=ctx.name)
     dtype = None if cfg.output_dtype == "float32" else out.dtype
     path = ctx.write_volume(out, f"{ctx.name}.zarr", params=cfg.model_dump(mode="json"), dtype=dtype)
     m = metrics_of(out)
