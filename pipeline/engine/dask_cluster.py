@@ -30,6 +30,11 @@ log = logging.getLogger("porelab.engine")
 #: a worker nears its limit (:class:`pipeline.engine.worker_memory.TrimWhenHigh`).
 MMAP_THRESHOLD = 32 * 2**20
 
+#: Graphs above this size make the client warn ("Sending large graph"). porelab's passes carry small
+#: per-slab arrays by design (a correction pass its slabs' stripe offsets: 15 MB for 1907 slices of 1024
+#: columns); the warning would ask users to change code they did not write. Scoped to porelab's clients.
+LARGE_GRAPH = "256MB"
+
 
 def default_workers(cpu_count: int | None = None) -> tuple[int, int]:
     """Workers and threads per worker for a local cluster on this machine.
@@ -225,7 +230,8 @@ def dask_client(
         except (OSError, TimeoutError) as exc:
             raise UserError(f"no Dask scheduler answered at {address} ({exc})") from None
         try:
-            yield client
+            with dask.config.set({"distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}):
+                yield client
         finally:
             client.close()
         return
@@ -267,7 +273,8 @@ def dask_client(
     log.info("Dask local cluster: %d workers x %d threads, %s per worker, dashboard %s",
              n_workers, threads_per_worker, memory_limit, client.dashboard_link)
     try:
-        yield client
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": LARGE_GRAPH}):
+            yield client
     finally:
         client.close()
         cluster.close()

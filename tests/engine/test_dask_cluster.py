@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dask.array as da
 
-from pipeline.engine.dask_cluster import MMAP_THRESHOLD, dask_client
+from pipeline.engine.dask_cluster import LARGE_GRAPH, MMAP_THRESHOLD, dask_client
 
 
 def _history(dask_worker) -> int:  # noqa: ANN001
@@ -16,13 +16,20 @@ def _history(dask_worker) -> int:  # noqa: ANN001
 
 
 def test_workers_keep_no_profile_history_by_default(tmp_path: Path) -> None:
+    import dask
+    import distributed  # noqa: F401 - loads distributed's config defaults
+
     scratch = tmp_path / "scratch"
+    default = dask.config.get("distributed.admin.large-graph-warning-threshold")
     with dask_client(n_workers=1, memory_limit="1GiB", local_directory=scratch) as client:
         assert all(a.startswith("tcp://127.0.0.1:") for a in client.scheduler_info()["workers"])
+        # porelab's own graphs carry per-slab arrays: no "Sending large graph" warning under 256 MB
+        assert dask.config.get("distributed.admin.large-graph-warning-threshold") == LARGE_GRAPH
         da.random.random((400, 400), chunks=100).dot(da.ones((400, 400), chunks=100)).sum().compute()
         time.sleep(2.5)  # the profiler cycles once a second
         assert list(client.run(_history).values()) == [0]
     assert not scratch.exists()
+    assert dask.config.get("distributed.admin.large-graph-warning-threshold") == default
 
 
 def _malloc_env() -> tuple[str | None, str | None]:
