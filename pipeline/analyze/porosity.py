@@ -16,13 +16,10 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.engine.blocks import compute_tasks, grouped_blocks
+from pipeline.engine.blocks import grouped_blocks
+from pipeline.progress import compute
 
 __all__ = ["porosity_stats"]
-
-#: Blocks in flight at once: the tasks are short (a zarr read and a count), so more than one per thread is
-#: queued, else the workers wait for the round trips; each holds at most 16 MiB.
-SMALL_TASKS_IN_FLIGHT = 8
 
 
 def _chunk_counts(chunk: np.ndarray, origin: tuple[int, int, int], block: tuple[int, int, int],
@@ -77,7 +74,7 @@ def porosity_stats(labels: Any, *, block_shape: Sequence[int] = (64, 64, 64), ph
     per_slice = np.zeros(shape[0], np.int64)
     n_blocks = tuple(-(-n // b) for n, b in zip(shape, block))
     pores = np.zeros(n_blocks, np.int64)
-    for (z_counts, first, counts), idx in zip(compute_tasks(tasks, progress=progress, max_in_flight=SMALL_TASKS_IN_FLIGHT), np.ndindex(*arr.numblocks)):
+    for (z_counts, first, counts), idx in zip(compute(*tasks, desc=progress), np.ndindex(*arr.numblocks)):
         z0 = int(starts[0][idx[0]])
         per_slice[z0 : z0 + len(z_counts)] += z_counts
         pores[tuple(slice(f, f + n) for f, n in zip(first, counts.shape))] += counts

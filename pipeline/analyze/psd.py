@@ -15,7 +15,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.engine.blocks import compute_tasks, grouped_blocks
+from pipeline.engine.blocks import grouped_blocks
+from pipeline.progress import compute
 
 __all__ = ["thickness_histogram", "fit_lognormal_hist", "lognormal_pdf", "distribution_summary", "FIT_KS_MAX"]
 
@@ -59,10 +60,12 @@ def thickness_histogram(
         hi = float(max_nm if max_nm is not None else da.max(t).compute())
         edges = np.linspace(0.0, hi * 1.0001 if hi > 0 else 1.0, int(bins) + 1)
     # one small histogram per block: no boolean indexing of the dask array (unknown chunk sizes, then a
-    # rechunk that shuffles the whole volume), and each block's graph submitted on its own
+    # rechunk that shuffles the whole volume). One graph: the blocks of a lazy local thickness share the
+    # reads of their halos (submitted block by block, every mask chunk was read again for each block
+    # whose halo holds it: 852 s against 281 s on 2.5 Gvoxel)
     t = grouped_blocks(t)  # small chunks grouped (a lazy local thickness's blocks are already this size)
     tasks = [dask.delayed(_block_counts, pure=True)(b, edges) for b in t.to_delayed(optimize_graph=True).ravel()]
-    counts = np.sum(compute_tasks(tasks, progress=progress), axis=0, dtype=np.int64)
+    counts = np.sum(compute(*tasks, desc=progress), axis=0, dtype=np.int64)
     return np.asarray(counts, dtype=np.int64), edges
 
 

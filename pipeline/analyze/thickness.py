@@ -435,7 +435,7 @@ def max_inscribed_radius(
     twice the halo, until every block is exact (``inf`` when the phase fills
     the whole volume). ``progress`` labels a progress bar over the blocks.
     """
-    from pipeline.engine.blocks import compute_tasks
+    from pipeline.progress import compute
 
     m = da.asarray(mask)
     if m.ndim != 3:
@@ -455,7 +455,8 @@ def max_inscribed_radius(
         for region in todo:
             ext, core = _with_halo(region, halo, m.shape)
             tasks.append(dask.delayed(_max_d2_block)(m[ext].astype(bool), core, w, th))
-        found = [math.sqrt(v) * vmin for v in compute_tasks(tasks, progress=progress)]
+        # one graph: neighbouring blocks share the reads of their halos
+        found = [math.sqrt(v) * vmin for v in compute(*tasks, desc=progress)]
         exact = [f < h * (1 - 1e-6) or h >= extent for f in found]
         best = max([best] + [f for f, ok in zip(found, exact) if ok])
         todo = [r for r, ok in zip(todo, exact) if not ok]
