@@ -1,8 +1,10 @@
 """Correct a porelab volume: tilt, curtaining, illumination, drift, ROI crop.
 
 Every step can be switched off and tuned; the defaults work untuned. The
-small statistics (illumination surfaces, drift) are computed out-of-core on
-the active Dask scheduler; the returned volume is lazy (dask). Steps run on
+small statistics (stripe offsets, illumination surfaces, drift pairs) are
+measured out of core on the active Dask scheduler, all in one read of the
+stack (:mod:`pipeline.correct.estimate`); the returned volume is lazy (dask)
+and its writer reads the stack a second time. Steps run on
 whole-slice slabs (each step needs whole slices), so the chunked result is
 the in-memory result.
 
@@ -35,18 +37,19 @@ import xarray as xr
 from pipeline.backend import to_numpy
 from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask, stripe_rms
 from pipeline.correct.drift import (
+    PAIR_OPTIONS,
     apply_shifts_dask,
     clean_drift,
-    estimate_pairs_dask,
-    parallax_probe,
+    parallax_excess,
+    probe_starts,
     smooth_drift,
     solve_drift,
     step_noise,
 )
+from pipeline.correct.estimate import EstimatePlan, Estimates, estimate_dask
 from pipeline.correct.illumination import (
     _surface,
     correct_illumination_dask,
-    estimate_backgrounds_dask,
     fit_background,
     poly_terms,
     smooth_coefficients,
@@ -187,30 +190,45 @@ def _illumination_diagnostics(
     return rng_rows, np.round(mean_map, 5).tolist()
 
 
-def _correct_illumination(data: da.Array, p: IlluminationParams, progress: str | None = None) -> tuple[da.Array, dict[str, Any]]:
-    """The illumination step on a lazy stack: coefficients estimated out of core, then applied lazily."""
-    attrs: dict[str, Any] = {}
-    coefs = None
-    if p.method in ("robust", "poly"):
-        log = p.method == "robust"
-        if p.scope == "volume" and not log:
-            mean_img = to_numpy(compute(data.mean(axis=0), desc=progress)[0])
-            coefs = np.repeat(fit_background(mean_img, p.degree)[None], data.shape[0], axis=0)
-        else:
-            coefs = estimate_backgrounds_dask(data, p.degree, p.method, progress=progress)
-        if log:
-            coefs, info = smooth_coefficients(coefs, 0 if p.scope == "volume" else p.window, p.significance)
-            attrs["illumination_fit"] = {**info, "terms": [list(t) for t in poly_terms(p.degree)]}
-        rr, mp = _illumination_diagnostics(coefs, data.shape[1:], p.degree, log=log)
-        attrs["illumination_relative_range"] = rr
-        attrs["illumination_map"] = mp
-        attrs["illumination_terms"] = [list(t) for t in poly_terms(p.degree)]
-    elif p.scope == "volume":
+def _illumination_coefficients(data: da.Array, p: IlluminationParams, progress: str | None = None) -> np.ndarray | None:
+    """Coefficients that cannot come from the one estimation pass: one ``poly`` fit of the mean slice (scope ``volume``)."""
+    if p.scope == "volume" and p.method == "gaussian":
         raise ValueError("illumination scope 'volume' needs method 'robust' or 'poly'")
-    out = correct_illumination_dask(
-        data, p.method, degree=p.degree, sigma_fraction=p.sigma_fraction, mode=p.mode, coefficients=coefs
-    )
-    return out, attrs
+    if p.scope == "volume" and p.method == "poly":
+        mean_img = to_numpy(compute(data.mean(axis=0), desc=progress)[0])
+        return np.repeat(fit_background(mean_img, p.degree)[None], data.shape[0], axis=0)
+    return None
+
+
+def _illumination_attrs(coefs: np.ndarray, shape: tuple[int, int], p: IlluminationParams) -> tuple[np.ndarray, dict[str, Any]]:
+    """The coefficients the chain applies (``robust``: smoothed along z, shrunk) and their diagnostics."""
+    attrs: dict[str, Any] = {}
+    log = p.method == "robust"
+    if log:
+        coefs, info = smooth_coefficients(coefs, 0 if p.scope == "volume" else p.window, p.significance)
+        attrs["illumination_fit"] = {**info, "terms": [list(t) for t in poly_terms(p.degree)]}
+    rr, mp = _illumination_diagnostics(coefs, shape, p.degree, log=log)
+    attrs["illumination_relative_range"] = rr
+    attrs["illumination_map"] = mp
+    attrs["illumination_terms"] = [list(t) for t in poly_terms(p.degree)]
+    return coefs, attrs
+
+
+def _plan(data: da.Array, destripe: DestripeParams, illumination: IlluminationParams, drift: DriftParams,
+          stripes_in_pass: bool, rows_given: bool) -> EstimatePlan:
+    """What the one estimation pass measures for these step parameters."""
+    stripes = {"stripe_method": destripe.method, "stripe_params": destripe.params()} if stripes_in_pass else {}
+    illum: dict[str, Any] = {}
+    if illumination.enabled:
+        kind = "rows" if rows_given else illumination.method
+        illum = {"illumination": kind, "illumination_method": illumination.method, "degree": illumination.degree,
+                 "sigma_fraction": illumination.sigma_fraction, "mode": illumination.mode}
+    pairs: dict[str, Any] = {}
+    if drift.enabled and data.shape[0] > 1:
+        starts = probe_starts(int(data.shape[0]), drift.parallax_lag) if drift.parallax else np.zeros(0, int)
+        pairs = {"lags": drift.lags, "drift_options": {**PAIR_OPTIONS, "upsample": drift.upsample, "highpass_px": drift.highpass_px},
+                 "probe_lag": drift.parallax_lag if len(starts) else 0, "probe_starts": tuple(int(v) for v in starts)}
+    return EstimatePlan(**stripes, **illum, **pairs)
 
 
 def correct_volume(
@@ -238,8 +256,12 @@ def correct_volume(
     slab_mb : float
         Size of the whole-slice slabs the steps run on (MB of float32).
     progress : str, optional
-        Prefix of the progress bars of the estimation passes (stripes,
-        illumination, drift); the lazy result's own bar is its writer's.
+        Prefix of the progress bars of the estimation pass (``estimates``:
+        stripes, illumination and drift in one read of the stack,
+        :mod:`pipeline.correct.estimate`) and of the passes only some
+        settings need (``stripes`` for pooled ``onset``, ``illumination``
+        for a ``poly`` fit of the mean slice); the lazy result's own bar is
+        its writer's.
 
     Raises
     ------
@@ -272,20 +294,36 @@ def correct_volume(
         attrs["tilt"] = {"angle_deg": tilt.angle_deg, "y_scale": tilt_scale(tilt.angle_deg), "resampled": tilt.resample,
                          "rows_before": ny, "rows_after": int(data.shape[1])}
         data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
-    if destripe.enabled:
-        # estimated once (the expensive part), applied in every later pass (a subtraction)
+    # one pass measures every statistic (stripes, illumination, drift); pooled stripes need a pass of their own
+    stripes_in_pass = destripe.enabled and not (destripe.method == "onset" and destripe.pool_slices > 0)
+    offsets = None
+    measured_on = data
+    if destripe.enabled and not stripes_in_pass:
         offsets = stripe_offsets_dask(data, destripe.method, progress=bar("stripes"), **destripe.params())
+        measured_on = apply_offsets_dask(data, offsets, destripe.method)
+    rows = _illumination_coefficients(measured_on, illumination, bar("illumination")) if illumination.enabled else None
+    plan = _plan(data, destripe, illumination, drift, stripes_in_pass, rows is not None)
+    est = Estimates(None, None, None, None) if plan.empty else estimate_dask(measured_on, plan, rows=rows, progress=bar("estimates"))
+    if destripe.enabled:
+        offsets = est.offsets if stripes_in_pass else offsets
         attrs["stripe_rms"] = [float(round(v, 5)) for v in stripe_rms(offsets, int(data.shape[1]))]
         data = apply_offsets_dask(data, offsets, destripe.method)
     if illumination.enabled:
-        data, illum_attrs = _correct_illumination(data, illumination, progress=bar("illumination"))
-        attrs.update(illum_attrs)
+        coefs = rows if rows is not None else est.coefficients
+        if coefs is not None:
+            coefs, illum_attrs = _illumination_attrs(coefs, data.shape[1:], illumination)
+            attrs.update(illum_attrs)
+        data = correct_illumination_dask(data, illumination.method, degree=illumination.degree,
+                                         sigma_fraction=illumination.sigma_fraction, mode=illumination.mode,
+                                         coefficients=coefs)
     shifts = np.zeros((data.shape[0], 2))
-    if drift.enabled and data.shape[0] > 1:
-        pairs = estimate_pairs_dask(data, drift.lags, upsample=drift.upsample, highpass_px=drift.highpass_px,
-                                    progress=bar("drift"))
+    if est.pairs is not None:
+        pairs = est.pairs
         measured, used = solve_drift(pairs, min_confidence=drift.min_confidence, max_step_px=drift.max_step_px)
-        probe = parallax_probe(data, measured, drift.parallax_lag, highpass_px=drift.highpass_px) if drift.parallax else None
+        probe = None
+        if drift.parallax:
+            probe = parallax_excess(est.probe_dy, np.asarray(plan.probe_starts, int), measured, drift.parallax_lag) \
+                if est.probe_dy is not None else (float("nan"), float("nan"))
         cleaned, info = clean_drift(measured, step_noise(pairs), threshold=drift.step_threshold, parallax=probe)
         attrs["drift_cleaning"] = info
         smooth = smooth_drift(cleaned, drift.smooth_window)
