@@ -6,8 +6,10 @@ Run:  .venv/bin/python benchmarks/out_of_core.py [--workers 2] [--memory-limit 5
 What is measured, in one run:
 
 * baseline: the same correction chain and preprocessing (gaussian 2D sigma 1
-  + percentile normalisation) in memory in this process, on a sub-stack that
-  fits (``--baseline-slices``), Mvox/s;
+  + percentile normalisation) in memory, on a sub-stack that fits
+  (``--baseline-slices``), Mvox/s, in a child process on one core (the sync
+  scheduler, and BLAS / OpenMP on one thread, as in a Dask worker, whose
+  nanny sets the same variables);
 * porelab out-of-core on ``--workers`` single-threaded Dask workers with
   ``--memory-limit`` each, on a uint8 stack of ``size x size`` slices whose
   float32 size is ``--factor`` times the workers' total memory: ``correct``
@@ -67,14 +69,27 @@ def synthetic(z: int, n: int) -> da.Array:
 
 
 def baseline(z: int, n: int, slab_mb: float) -> float:
-    """Mvox/s of correct + preprocess in memory, in this process (threads off: one core, like one worker)."""
+    """Mvox/s of correct + preprocess in memory, in this process (run it with one thread: :func:`baseline_one_core`)."""
     raw = np.asarray(synthetic(z, n).compute(scheduler="sync"))
+    with dask.config.set(scheduler="sync"):  # compiled kernels and imports loaded, not timed
+        correct(as_volume(raw[:4], VOXEL_NM), CorrectConfig(slab_mb=slab_mb)).values
     t0 = time.perf_counter()
     with dask.config.set(scheduler="sync"):
         c = correct(as_volume(raw, VOXEL_NM), CorrectConfig(slab_mb=slab_mb))
         c = as_volume(np.asarray(c.values), VOXEL_NM)
         preprocess(c, PreprocessConfig()).values
     return raw.size / (time.perf_counter() - t0) / 1e6
+
+
+def baseline_one_core(z: int, n: int, slab_mb: float) -> float:
+    """:func:`baseline` in a child process whose BLAS, OpenMP and FFT threads are one."""
+    import subprocess
+
+    one = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    res = subprocess.run([sys.executable, __file__, "--baseline-only", "--baseline-slices", str(z), "--size", str(n),
+                          "--slab-mb", str(slab_mb)], capture_output=True, text=True, check=True,
+                         env={**os.environ, **one})
+    return float(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -86,7 +101,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="slice edge in px")
     ap.add_argument("--slab-mb", type=float, default=4.0, help="correct: MB of float32 per slab task")
     ap.add_argument("--baseline-slices", type=int, default=160)
+    ap.add_argument("--baseline-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.baseline_only:
+        print(baseline(args.baseline_slices, args.size, args.slab_mb))
+        return
     from dask.utils import parse_bytes
 
     limit = parse_bytes(args.memory_limit)
@@ -96,8 +115,8 @@ def main() -> None:
     nvox = z * n * n
     print(f"stack {z} x {n} x {n} uint8 = {nvox / 1e6:.0f} Mvox, {4 * nvox / 2**30:.2f} GiB as float32 = "
           f"{4 * nvox / (args.workers * limit):.1f}x the workers' {args.workers} x {args.memory_limit}; {os.cpu_count()} cores")
-    base = baseline(args.baseline_slices, n, args.slab_mb)
-    print(f"baseline: correct + preprocess in memory, one process, {args.baseline_slices} slices: {base:.2f} Mvox/s")
+    base = baseline_one_core(args.baseline_slices, n, args.slab_mb)
+    print(f"baseline: correct + preprocess in memory, one process on one core, {args.baseline_slices} slices: {base:.2f} Mvox/s")
     os.makedirs(".cache", exist_ok=True)  # a fresh clone has no .cache yet
     tmp = Path(tempfile.mkdtemp(prefix="bench-ooc-", dir=".cache"))
     try:
@@ -127,7 +146,8 @@ def main() -> None:
         print(f"correct    {t_correct:7.0f} s  {nvox / t_correct / 1e6:6.2f} Mvox/s")
         print(f"preprocess {t_pre:7.0f} s  {nvox / t_pre / 1e6:6.2f} Mvox/s (two-pass write)")
         print(f"both       {total:7.0f} s  {nvox / total / 1e6:6.2f} Mvox/s on {args.workers} workers -> "
-              f"{nvox / total / 1e6 / base:.2f}x the in-memory baseline on one core")
+              f"{nvox / total / 1e6 / base:.2f}x the in-memory baseline on one core, "
+              f"{nvox / total / 1e6 / base / args.workers:.2f}x per worker")
         print("peak RSS per worker: " + ", ".join(f"{v / 2**20:.0f}" for v in peaks.values())
               + f" MiB of {limit / 2**20:.0f} MiB; workers restarted: {'yes' if restarted else 'no'}")
         print(f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
