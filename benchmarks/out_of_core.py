@@ -7,7 +7,7 @@ What is measured, in one run:
 
 * baseline: the same correction chain and preprocessing (gaussian 2D sigma 1
   + percentile normalisation) in memory, on a sub-stack that fits
-  (``--baseline-slices``), Mvox/s, in a child process on one core (the sync
+  (``--baseline-slices``), Mvox/s (best of 3), in a child process on one core (the sync
   scheduler, and BLAS / OpenMP on one thread, as in a Dask worker, whose
   nanny sets the same variables);
 * porelab out-of-core on ``--workers`` single-threaded Dask workers with
@@ -69,16 +69,19 @@ def synthetic(z: int, n: int) -> da.Array:
 
 
 def baseline(z: int, n: int, slab_mb: float) -> float:
-    """Mvox/s of correct + preprocess in memory, in this process (run it with one thread: :func:`baseline_one_core`)."""
+    """Mvox/s of correct + preprocess in memory, in this process, best of 3 (run it with one thread: :func:`baseline_one_core`)."""
     raw = np.asarray(synthetic(z, n).compute(scheduler="sync"))
     with dask.config.set(scheduler="sync"):  # compiled kernels and imports loaded, not timed
         correct(as_volume(raw[:4], VOXEL_NM), CorrectConfig(slab_mb=slab_mb)).values
-    t0 = time.perf_counter()
-    with dask.config.set(scheduler="sync"):
-        c = correct(as_volume(raw, VOXEL_NM), CorrectConfig(slab_mb=slab_mb))
-        c = as_volume(np.asarray(c.values), VOXEL_NM)
-        preprocess(c, PreprocessConfig()).values
-    return raw.size / (time.perf_counter() - t0) / 1e6
+    best = float("inf")
+    for _ in range(3):  # the best of three: a short run on a shared machine is noisy
+        t0 = time.perf_counter()
+        with dask.config.set(scheduler="sync"):
+            c = correct(as_volume(raw, VOXEL_NM), CorrectConfig(slab_mb=slab_mb))
+            c = as_volume(np.asarray(c.values), VOXEL_NM)
+            preprocess(c, PreprocessConfig()).values
+        best = min(best, time.perf_counter() - t0)
+    return raw.size / best / 1e6
 
 
 def baseline_one_core(z: int, n: int, slab_mb: float) -> float:

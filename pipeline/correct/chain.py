@@ -55,7 +55,7 @@ from pipeline.correct.illumination import (
     smooth_coefficients,
 )
 from pipeline.correct.roi import check_box, valid_box
-from pipeline.correct.tilt import tilt_correct_dask, tilt_scale, tilt_voxel_size
+from pipeline.correct.tilt import tilt_correct_dask, tilt_rows, tilt_scale, tilt_voxel_size
 from pipeline.progress import compute
 
 __all__ = ["TiltParams", "DestripeParams", "IlluminationParams", "DriftParams", "RoiParams", "correct_volume", "slab_depth"]
@@ -169,10 +169,15 @@ class _All:
     roi: RoiParams = field(default_factory=RoiParams)
 
 
-def slab_depth(shape: tuple[int, ...], slab_mb: float = 32.0) -> int:
-    """Slices per whole-slice slab so a float32 slab is about ``slab_mb`` MB."""
+def slab_depth(shape: tuple[int, ...], slab_mb: float = 32.0, *, align: int = 1) -> int:
+    """Slices per whole-slice slab so a float32 slab is about ``slab_mb`` MB.
+
+    ``align``: the input's z chunk; a slab of at least that many slices is
+    cut down to whole chunks, so that no chunk is read by two slabs.
+    """
     per = 4 * int(shape[1]) * int(shape[2])
-    return int(max(1, min(int(shape[0]), slab_mb * 1e6 // max(per, 1))))
+    depth = int(max(1, min(int(shape[0]), slab_mb * 1e6 // max(per, 1))))
+    return depth - depth % align if 1 < align <= depth < int(shape[0]) else depth
 
 
 def _illumination_diagnostics(
@@ -285,7 +290,10 @@ def correct_volume(
     attrs["corrections"] = asdict(_All(tilt, destripe, illumination, drift, roi))
 
     data = data.astype(np.float32) if data.dtype != np.float32 else data
-    data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
+    # one slab layout for every step, sized for the (larger) tilted slices, of whole input chunks
+    ny_out = tilt_rows(int(data.shape[1]), tilt.angle_deg) if tilt.enabled and tilt.resample else int(data.shape[1])
+    data = data.rechunk((slab_depth((data.shape[0], max(ny_out, int(data.shape[1])), data.shape[2]), slab_mb,
+                                    align=int(data.chunksize[0])), -1, -1))
     if tilt.enabled:
         ny = data.shape[1]
         if tilt.resample:
@@ -293,7 +301,6 @@ def correct_volume(
         voxel = tilt_voxel_size(voxel, ny, tilt.angle_deg, resample=tilt.resample)
         attrs["tilt"] = {"angle_deg": tilt.angle_deg, "y_scale": tilt_scale(tilt.angle_deg), "resampled": tilt.resample,
                          "rows_before": ny, "rows_after": int(data.shape[1])}
-        data = data.rechunk((slab_depth(data.shape, slab_mb), -1, -1))
     # one pass measures every statistic (stripes, illumination, drift); pooled stripes need a pass of their own
     stripes_in_pass = destripe.enabled and not (destripe.method == "onset" and destripe.pool_slices > 0)
     offsets = None

@@ -148,12 +148,16 @@ def fit_log_background(slice2d: Any, degree: int = 2, *, step: int | None = None
         coef[0] = float(np.log(max(float(np.median(y)), 1e-12)))
         return coef
     coef[0] = float(np.log(np.median(y[positive])))
+    before = None
     for _ in range(passes):
         flat = y / np.exp(design @ coef)
         bright = positive & (flat > _otsu(flat[positive]))
         if bright.sum() < 4 * design.shape[1]:
             break
+        if before is not None and np.array_equal(bright, before):
+            break  # the same pixels give the same fit: every later pass would too (2-3 passes on renders)
         coef = _tukey_lstsq(design[bright], np.log(y[bright]))
+        before = bright
     return coef
 
 

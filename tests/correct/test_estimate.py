@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.correct.chain import DriftParams, correct_volume
+from pipeline.correct.chain import DriftParams, correct_volume, slab_depth
 from pipeline.correct.destripe import _offsets, _subtract
 from pipeline.correct.drift import PAIR_OPTIONS, _correlate, _spectrum, estimate_pairs, probe_starts, solve_drift
 from pipeline.correct.estimate import EstimatePlan, estimate_dask
@@ -97,3 +97,10 @@ def test_tilted_chunks_give_the_same_estimates(make_stack) -> None:
     for a, b in [(one.offsets, many.offsets), (one.coefficients, many.coefficients), (one.pairs, many.pairs),
                  (one.probe_dy, many.probe_dy)]:
         np.testing.assert_array_equal(a, b)
+
+
+def test_slab_depth_whole_input_chunks() -> None:
+    assert slab_depth((100, 256, 256), 4.0) == 15  # 4 MB of float32 slices
+    assert slab_depth((100, 256, 256), 4.0, align=4) == 12  # whole chunks of 4: no chunk read twice
+    assert slab_depth((100, 256, 256), 4.0, align=16) == 15  # a chunk deeper than the slab is split
+    assert slab_depth((10, 256, 256), 4.0, align=4) == 10  # the whole stack
