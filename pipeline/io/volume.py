@@ -343,7 +343,54 @@ def open_volume(path: str | os.PathLike[str], name: str | None = None) -> xr.Dat
         raise UserError(f"{path}: was left incomplete by an interrupted write; run the command again")
     if vol.dims != DIMS:
         raise UserError(f"{path}: variable {name!r} has dims {vol.dims}; expected {DIMS}")
-    return vol
+    return vol.copy(data=_light_read(path / name, vol.data))
+
+
+class _ChunkReader:
+    """Reads a zarr array's regions by path: what a read task pickles is the path, not the array's metadata.
+
+    xarray's lazily indexed array pickles the whole zarr metadata, attributes
+    included, into the graph; a per-slice table in the attrs (a correction's
+    drift of 16,400 slices: 1.4 MB) then travels with every block computed on
+    its own (``store_blocks``, two-pass writes): quadratic in the stack's
+    length. The array is opened once per process and path, and again when its
+    ``zarr.json`` changes.
+    """
+
+    def __init__(self, path: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.shape, self.dtype, self.ndim = path, tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return _open_cached(self.path, _stamp(Path(self.path)))[key]
+
+
+_OPEN: dict[str, tuple[tuple[int, int], zarr.Array]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """Identity of an array's metadata file: a rewritten store has a new one (inode, mtime)."""
+    st = os.stat(path / "zarr.json")
+    return st.st_ino, st.st_mtime_ns
+
+
+def _open_cached(path: str, stamp: tuple[int, int]) -> zarr.Array:
+    hit = _OPEN.get(path)
+    if hit is None or hit[0] != stamp:
+        if len(_OPEN) > 64:
+            _OPEN.clear()
+        hit = _OPEN[path] = (stamp, zarr.open_array(path, mode="r"))
+    return hit[1]
+
+
+def _light_read(path: Path, lazy: da.Array) -> da.Array:
+    """``lazy`` (xarray's reader of the store array at ``path``) as a dask array of the same chunks whose tasks hold only the path."""
+    from dask.base import tokenize
+
+    stamp = _stamp(path)
+    reader = _ChunkReader(str(path), lazy.shape, lazy.dtype)
+    name = "read-" + tokenize(str(path.resolve()), stamp, lazy.shape, lazy.dtype.str, lazy.chunks)
+    return da.from_array(reader, chunks=lazy.chunks, name=name, asarray=False, fancy=False,
+                         meta=np.empty((0,) * lazy.ndim, dtype=lazy.dtype))
 
 
 class atomic_dir:
