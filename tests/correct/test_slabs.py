@@ -28,3 +28,24 @@ def test_table_of_the_wrong_length_or_a_z_halo_is_refused() -> None:
         map_slabs(arr, _add_rows, np.zeros(4), dtype=float, scale=1.0)
     with pytest.raises(ValueError, match="y and x only"):
         map_slabs(arr, _add_rows, np.zeros(5), depth={0: 1, 1: 0, 2: 0}, dtype=float, scale=1.0)
+
+
+def _located(block: np.ndarray, rows: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+    (z0, _), (y0, _), (x0, _) = block_info[0]["array-location"]
+    return block + rows[:, None, None] + 1000 * y0 + 10**6 * x0 + 0 * z0
+
+
+def test_one_layer_whatever_the_slab_count() -> None:
+    """A layer per slab made each block computed alone cull thousands of layers (quadratic in the stack's length)."""
+    few = map_slabs(da.zeros((8, 4, 4), chunks=(2, 4, 4)), _add_rows, np.zeros(8), dtype=float, scale=1.0)
+    many = map_slabs(da.zeros((800, 4, 4), chunks=(2, 4, 4)), _add_rows, np.zeros(800), dtype=float, scale=1.0)
+    assert len(many.__dask_graph__().layers) == len(few.__dask_graph__().layers) <= 2
+
+
+def test_block_info_gives_each_block_its_place() -> None:
+    a = np.zeros((6, 6, 6))
+    table = np.arange(6, dtype=float)
+    got = map_slabs(da.from_array(a, chunks=(3, 2, 4)), _located, table, dtype=float).compute()
+    y = (np.arange(6) // 2 * 2)[None, :, None]
+    x = (np.arange(6) // 4 * 4)[None, None, :]
+    np.testing.assert_array_equal(got, table[:, None, None] + 1000 * y + 10**6 * x)
