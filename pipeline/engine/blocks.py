@@ -188,11 +188,12 @@ def done_blocks(markers: Path | None) -> set[str]:
 
 def _write_chunks(block: np.ndarray, store: str, region: tuple[slice, ...]) -> None:
     from pipeline.backend import to_numpy
+    from pipeline.io.volume import open_array_cached
 
     # Every chunk of a block is written, fill-valued or not: zarr's check for
     # "equal to the fill value" costs as much as compressing the chunk, and the
     # done markers, not chunk presence, say what is complete.
-    arr = zarr.open_array(store, mode="r+").with_config({"write_empty_chunks": True})
+    arr = open_array_cached(store, "r+").with_config({"write_empty_chunks": True})
     block = to_numpy(block).astype(arr.dtype, copy=False)
     # One chunk per write: zarr hands a value of exactly one chunk's shape to the
     # codecs as it is, where a larger value is first copied chunk by chunk into

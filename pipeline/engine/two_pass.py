@@ -88,7 +88,9 @@ def _store_path(target: zarr.Array) -> str:
 
 def _open(store: str) -> zarr.Array:
     # every chunk written, fill-valued or not: markers, not chunk files, say what is done
-    return zarr.open_array(store, mode="r+").with_config({"write_empty_chunks": True})
+    from pipeline.io.volume import open_array_cached
+
+    return open_array_cached(store, "r+").with_config({"write_empty_chunks": True})
 
 
 def _write(block: Any, store: str, region: Region) -> np.ndarray:
@@ -109,7 +111,9 @@ def _pass1_compute(block: Any, store: str, region: Region, summary: Callable[[An
 
 def _pass1_read(store: str, region: Region, fn: Callable[[Any], Any]) -> Any:
     """``fn`` of a stored block (the summary of a block written by an earlier call, say)."""
-    return fn(zarr.open_array(store, mode="r")[region])
+    from pipeline.io.volume import open_array_cached
+
+    return fn(open_array_cached(store)[region])
 
 
 def _pass2_write(
@@ -124,7 +128,9 @@ def _pass2_write(
 
 
 def _pass2_read(store: str, region: Region) -> np.ndarray:
-    return zarr.open_array(store, mode="r")[region]
+    from pipeline.io.volume import open_array_cached
+
+    return open_array_cached(store)[region]
 
 
 def _run(tasks: list[Any], on_result: Callable[[Any], None], *, label: str | None, total: int, max_in_flight: int | None) -> None:

@@ -45,3 +45,20 @@ def test_a_rewritten_store_is_read_again(tmp_path) -> None:
     np.testing.assert_array_equal(first, data)
     np.testing.assert_array_equal(again, data + 1)
     assert zarr.open_array(str(path / open_volume(path).name), mode="r").shape == data.shape
+
+
+def test_arrays_are_opened_once_per_process_until_their_metadata_changes(tmp_path, monkeypatch) -> None:
+    import pipeline.io.volume as volume
+
+    _, path = _store(tmp_path, {"drift_px": np.zeros((5000, 2)).tolist()})
+    opened: list[str] = []
+    real = zarr.open_array
+    monkeypatch.setattr(volume.zarr, "open_array", lambda p, mode="r": opened.append(p) or real(p, mode=mode))
+    vol = open_volume(path)
+    array = str(path / vol.name)
+    with dask.config.set(scheduler="sync"):
+        vol.values  # five chunks read
+    assert opened.count(array) == 1
+    volume.open_array_cached(array, "r+").attrs.update({"new": 1})  # opened to write (2), a new zarr.json
+    assert volume.open_array_cached(array).attrs["new"] == 1  # read again (3), not the stale handle
+    assert opened.count(array) == 3
