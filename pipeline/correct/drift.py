@@ -301,18 +301,11 @@ def estimate_pairs_dask(arr: da.Array, lags: int = 4, *, progress: str | None = 
     if lags < 1:
         raise ValueError(f"lags must be >= 1; got {lags}")
     arr = arr.rechunk({1: -1, 2: -1})
-    zchunks = list(arr.chunks[0])
-    if min(zchunks) < lags and len(zchunks) > 1:  # every slab at least lags deep
-        merged: list[int] = []
-        for dz in zchunks:
-            if merged and (merged[-1] < lags or dz < lags):
-                merged[-1] += dz
-            else:
-                merged.append(dz)
-        if len(merged) > 1 and merged[-1] < lags:
-            merged[-2] += merged.pop()
-        arr = arr.rechunk({0: tuple(merged)})
-        zchunks = merged
+    from pipeline.correct.slabs import merge_shallow_slabs
+
+    zchunks = merge_shallow_slabs(list(arr.chunks[0]), lags)  # every slab at least lags deep
+    if tuple(zchunks) != arr.chunks[0]:
+        arr = arr.rechunk({0: tuple(zchunks)})
     slabs = [dask.delayed(_slab_pairs, pure=True)(b, lags, kwargs) for b in arr.to_delayed().ravel()]
     inside = [dask.delayed(_first, pure=True)(s) for s in slabs]
     across = [dask.delayed(_boundary_pairs, pure=True)(a, b, lags, kwargs) for a, b in zip(slabs[:-1], slabs[1:])]

@@ -37,6 +37,7 @@ from pipeline.backend import to_numpy
 from pipeline.correct.destripe import _offsets, _subtract
 from pipeline.correct.drift import _correlate, _spectrum
 from pipeline.correct.illumination import _correct_block, fit_background, fit_log_background
+from pipeline.correct.slabs import merge_shallow_slabs
 from pipeline.progress import compute
 
 __all__ = ["EstimatePlan", "Estimates", "estimate_slab", "estimate_dask"]
@@ -200,21 +201,6 @@ def _small(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k not in ("head", "tail")}
 
 
-def _merge_shallow(chunks: list[int], depth: int) -> list[int]:
-    """Slab depths with every slab at least ``depth`` slices (a pair then crosses one boundary at most)."""
-    if depth <= 1 or len(chunks) < 2 or min(chunks) >= depth:
-        return chunks
-    merged: list[int] = []
-    for dz in chunks:
-        if merged and (merged[-1] < depth or dz < depth):
-            merged[-1] += dz
-        else:
-            merged.append(dz)
-    if len(merged) > 1 and merged[-1] < depth:
-        merged[-2] += merged.pop()
-    return merged
-
-
 def estimate_dask(arr: da.Array, plan: EstimatePlan, *, rows: np.ndarray | None = None,
                   progress: str | None = None) -> Estimates:
     """Run :func:`estimate_slab` over the whole-slice slabs of a dask stack in one pass.
@@ -233,7 +219,7 @@ def estimate_dask(arr: da.Array, plan: EstimatePlan, *, rows: np.ndarray | None 
     if plan.illumination == "rows" and (rows is None or len(rows) != arr.shape[0]):
         raise ValueError(f"illumination 'rows' needs one coefficient row per slice ({arr.shape[0]})")
     arr = arr.rechunk({1: -1, 2: -1})
-    zchunks = _merge_shallow(list(arr.chunks[0]), plan.reach)
+    zchunks = merge_shallow_slabs(list(arr.chunks[0]), plan.reach)
     if tuple(zchunks) != arr.chunks[0]:
         arr = arr.rechunk({0: tuple(zchunks)})
     starts = np.cumsum([0] + zchunks[:-1]).astype(int).tolist()

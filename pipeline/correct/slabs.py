@@ -9,7 +9,25 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-__all__ = ["map_slabs"]
+__all__ = ["map_slabs", "merge_shallow_slabs"]
+
+
+def merge_shallow_slabs(chunks: list[int], depth: int) -> list[int]:
+    """Slab depths (z chunks) merged so that every slab has at least ``depth`` slices.
+
+    A pair of slices up to ``depth`` apart then crosses one slab boundary at most.
+    """
+    if depth <= 1 or len(chunks) < 2 or min(chunks) >= depth:
+        return list(chunks)
+    merged: list[int] = []
+    for dz in chunks:
+        if merged and (merged[-1] < depth or dz < depth):
+            merged[-1] += dz
+        else:
+            merged.append(dz)
+    if len(merged) > 1 and merged[-1] < depth:
+        merged[-2] += merged.pop()
+    return merged
 
 
 def map_slabs(arr: da.Array, fn: Callable[..., Any], table: np.ndarray, *, depth: dict[int, int] | None = None, **kwargs: Any) -> da.Array:

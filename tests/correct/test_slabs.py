@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from pipeline.correct.slabs import map_slabs
+from pipeline.correct.slabs import map_slabs, merge_shallow_slabs
 
 
 def _add_rows(block: np.ndarray, rows: np.ndarray, scale: float) -> np.ndarray:
@@ -49,3 +49,11 @@ def test_block_info_gives_each_block_its_place() -> None:
     y = (np.arange(6) // 2 * 2)[None, :, None]
     x = (np.arange(6) // 4 * 4)[None, None, :]
     np.testing.assert_array_equal(got, table[:, None, None] + 1000 * y + 10**6 * x)
+
+
+def test_shallow_slabs_merged_to_the_depth() -> None:
+    assert merge_shallow_slabs([5, 2, 5], 4) == [7, 5]
+    assert merge_shallow_slabs([6, 6, 1], 4) == [6, 7]  # a shallow last slab joins the one before
+    assert merge_shallow_slabs([5, 5], 4) == [5, 5] and merge_shallow_slabs([1, 1], 1) == [1, 1]
+    merged = merge_shallow_slabs([1] * 11, 4)
+    assert sum(merged) == 11 and min(merged) >= 4
