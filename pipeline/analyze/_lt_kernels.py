@@ -197,6 +197,7 @@ def centres(lev, need, box, reach, lo, hi):  # pragma: no cover - numba
 
     A voxel of level ``l`` (its ball: radius ``rho[l]``) is kept when
 
+    0. ``l >= 2`` (every phase voxel gets level 1 at least, see :func:`finish`);
     1. one of its 6 neighbours has a lower level (else its ball lies in the
        union of its neighbours' balls and of the voxels of level >= l);
     2. no 26-neighbour's ball contains its ball: ``lev[n] < need[l, c]``
@@ -211,7 +212,7 @@ def centres(lev, need, box, reach, lo, hi):  # pragma: no cover - numba
         for y in range(Y):
             for x in range(X):
                 level = lev[z, y, x]
-                if level == 0:
+                if level <= 1:
                     continue
                 if (z + reach[level, 0] < box[0] or z - reach[level, 0] >= box[1] or y + reach[level, 1] < box[2]
                         or y - reach[level, 1] >= box[3] or x + reach[level, 2] < box[4] or x - reach[level, 2] >= box[5]):

@@ -22,7 +22,8 @@ same radii with one distance transform and no pass per radius:
    the voxel brings them closer), so every covered voxel is a seed itself or
    is covered from the seeds' boundary. A voxel whose ball lies inside a
    26-neighbour's ball (digital containment, tabulated per radius) is not
-   needed either.
+   needed either, nor a ball of the smallest radius (every phase voxel gets
+   that value at least): on small pores these are half of the voxels.
 3. The kept balls are painted in descending radius, row by row, into a bit
    mask of the voxels not painted yet (64 voxels per word, and one bit per
    word saying whether it is still non-zero), so a covered part of a ball
