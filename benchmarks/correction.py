@@ -7,8 +7,8 @@ present), then segments each stack two ways:
 
 * raw: the stack as it comes, normalised as the model's training data was;
 * corrected: ``porelab correct`` with its defaults (tilt off: the renderer draws
-  on the cut-face grid; ROI kept whole so the truth lines up), then the same
-  normalisation.
+  on the cut-face grid; the ROI cropped to the region with data on every slice,
+  the truth moved and cropped alike), then the same normalisation.
 
 Each way is segmented by the threshold baseline (Otsu, porelab's defaults) and
 by the shipped models (2D U-Net + 3D refinement, ``--no-unet`` to skip). The
@@ -59,13 +59,11 @@ def render_case(index: int, seed: int, shape: tuple[int, int, int], voxel_nm: fl
 
 
 def truth_after(labels: np.ndarray, corrected_attrs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The labels moved as the correction moved the image, and the region with data on every slice."""
+    """The labels moved as the correction moved the image (uncropped), and the region with data on every slice."""
     from pipeline.correct.drift import apply_shifts
     from pipeline.correct.roi import valid_box
 
-    drift = np.asarray(corrected_attrs.get("drift_px") or np.zeros((len(labels), 2)), dtype=np.float64)
-    ref = np.asarray(corrected_attrs.get("drift_reference_px") or [0.0, 0.0], dtype=np.float64)
-    shifts = -(drift - ref)
+    shifts = np.asarray(corrected_attrs.get("drift_shift_px") or np.zeros((len(labels), 2)), dtype=np.float64)
     moved = np.asarray(apply_shifts(labels.astype(np.float32), shifts)) >= 0.5
     (y0, y1), (x0, x1) = valid_box(labels.shape[1:], shifts)
     valid = np.zeros(labels.shape, bool)
@@ -109,18 +107,20 @@ def run_case(index: int, seed: int, shape: tuple[int, int, int], unet: bool, cor
 
     image, labels, family = render_case(index, seed, shape)
     raw = as_volume(image, (10.0, 10.0, 10.0))
-    corrected = correct_volume(raw, tilt=TiltParams(enabled=False), roi=RoiParams(mode="none"),
+    corrected = correct_volume(raw, tilt=TiltParams(enabled=False), roi=RoiParams(mode="auto"),
                                illumination=IlluminationParams(**correct_overrides.get("illumination", {})),
                                drift=DriftParams(**correct_overrides.get("drift", {})),
                                destripe=DestripeParams(**correct_overrides.get("destripe", {})))
     corrected = corrected.copy(data=corrected.data.compute())
     truth_c, valid = truth_after(labels, dict(corrected.attrs))
-    full = np.ones(labels.shape, bool)
+    # the ROI crop: the corrected stack is the valid box of the moved stack (the raw one is scored on the same box)
+    box = tuple(slice(a, b) for a, b in corrected.attrs["roi_box"])
+    if corrected.shape != truth_c[box].shape:
+        raise RuntimeError(f"the corrected stack {corrected.shape} is not its ROI box {corrected.attrs['roi_box']}")
     rows = []
-    for way, vol, truth, where in (("raw", raw, labels, valid), ("corrected", corrected, truth_c, valid)):
+    for way, vol, truth, where in (("raw", raw, labels, valid), ("corrected", corrected, truth_c[box], valid[box])):
         for method, mask in segmentations(vol, unet).items():
-            rows.append({"stack": index, "family": family, "method": method, "way": way,
-                         **scores(mask, truth, where if way == "corrected" else where & full)})
+            rows.append({"stack": index, "family": family, "method": method, "way": way, **scores(mask, truth, where)})
     return rows
 
 

@@ -61,6 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-threshold", type=float, default=5.0, metavar="K",
                    help="steps under K noise levels are not corrected (default 5, 0 keeps all)")
     p.add_argument("--no-parallax", action="store_true", help="do not remove shine-through parallax from the y drift")
+    p.add_argument("--drift-interpolation", choices=("nearest", "linear"), default="nearest",
+                   help="move slices by whole pixels (nearest, the default: no resampling blur) or sub-pixel (linear)")
     p.add_argument("--roi", choices=["auto", "none"], default="auto", help="crop to data on every slice (auto) or keep all")
     p.add_argument("--roi-box", type=_box, default=None, metavar="Z0,Z1,Y0,Y1,X0,X1", help="explicit crop box in voxels (after tilt)")
     p.add_argument("--keep-dtype", action="store_true", help="round back to the input's integer type")
@@ -89,7 +91,8 @@ def _run(args: argparse.Namespace) -> int:
                           "scope": args.illumination_scope, "mode": args.illumination_mode,
                           "window": args.illumination_window, "significance": args.illumination_significance},
             drift={"enabled": not args.no_drift, "lags": args.drift_lags, "smooth_window": args.drift_smooth,
-                   "step_threshold": args.drift_threshold, "parallax": not args.no_parallax},
+                   "step_threshold": args.drift_threshold, "parallax": not args.no_parallax,
+                   "interpolation": args.drift_interpolation},
             roi={"mode": "box" if args.roi_box else args.roi, "box": args.roi_box},
             output_dtype="input" if args.keep_dtype else "float32",
         )

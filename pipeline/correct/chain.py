@@ -11,7 +11,9 @@ the in-memory result.
 Diagnostics stored in the output attrs (for the report):
 
 * ``drift_px``: (z, 2) ``[dy, dx]`` of each slice relative to slice 0, px
-  (after tilt resampling), the applied correction is ``-(drift_px - drift_reference_px)``;
+  (after tilt resampling); the correction is ``-(drift_px - drift_reference_px)``;
+* ``drift_shift_px``: (z, 2) the shift applied to each slice: that correction, rounded to
+  whole pixels with ``interpolation`` ``nearest`` (the default);
 * ``drift_measured_px``: (z, 2) the raw least-squares trajectory before cleaning and smoothing;
 * ``drift_cleaning``: the parallax found (px per slice removed from y), the probe's excess
   rate, the step thresholds (px) and the share of steps kept (:func:`pipeline.correct.drift.clean_drift`);
@@ -38,6 +40,7 @@ from pipeline.backend import to_numpy
 from pipeline.correct.destripe import apply_offsets_dask, stripe_offsets_dask, stripe_rms
 from pipeline.correct.drift import (
     PAIR_OPTIONS,
+    applied_shifts,
     apply_shifts_dask,
     clean_drift,
     parallax_excess,
@@ -137,7 +140,12 @@ class DriftParams:
     shine-through parallax is removed; ``step_threshold``: steps under that
     many noise levels (from the lag-1 / lag-2 closure) are set to 0 (0: off);
     ``smooth_window``: Savitzky-Golay window after that (< 3 off; it spreads
-    real jumps over the window).
+    real jumps over the window). ``interpolation``: ``nearest`` moves each
+    slice by its shift rounded to whole pixels (aligned within half a pixel,
+    every value a measured one); ``linear`` by the sub-pixel shift, which
+    averages neighbouring pixels (a half-pixel shift is a 2-pixel box blur)
+    and cost the shipped U-Net 2-3 points of pore IoU on test-like renders
+    (``benchmarks/correction.py``).
     """
 
     enabled: bool = True
@@ -150,6 +158,7 @@ class DriftParams:
     step_threshold: float = 5.0
     parallax: bool = True
     parallax_lag: int = 4
+    interpolation: Literal["nearest", "linear"] = "nearest"
 
 
 @dataclass
@@ -335,13 +344,14 @@ def correct_volume(
         attrs["drift_cleaning"] = info
         smooth = smooth_drift(cleaned, drift.smooth_window)
         reference = np.median(smooth, axis=0)
-        shifts = -(smooth - reference)
+        shifts = applied_shifts(-(smooth - reference), drift.interpolation)
         attrs["drift_px"] = np.round(smooth, 4).tolist()
         attrs["drift_measured_px"] = np.round(measured, 4).tolist()
         attrs["drift_confidence"] = [0.0] + [float(round(c, 3)) for c in np.nan_to_num(pairs[1:, 0, 2])]
         attrs["drift_reference_px"] = [float(v) for v in np.round(reference, 4)]
         attrs["drift_pairs_used"] = float(np.mean(used[1:, 0])) if len(used) > 1 else 1.0
-        data = apply_shifts_dask(data, shifts)
+        attrs["drift_shift_px"] = np.round(shifts, 4).tolist()
+        data = apply_shifts_dask(data, shifts, interpolation=drift.interpolation)
     z, ny, nx = data.shape
     if roi.mode == "auto":
         (y0, y1), (x0, x1) = valid_box((ny, nx), shifts)

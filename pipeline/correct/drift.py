@@ -65,6 +65,8 @@ __all__ = [
     "apply_shifts",
     "apply_shifts_dask",
     "shift_halo",
+    "applied_shifts",
+    "INTERPOLATIONS",
     "step_noise",
     "parallax_probe",
     "probe_starts",
@@ -547,34 +549,68 @@ def smooth_drift(drift: np.ndarray, window: int = 5) -> np.ndarray:
     return out - out[0]
 
 
+#: How :func:`apply_shifts` moves a slice: by whole pixels (the shift rounded) or by linear interpolation.
+INTERPOLATIONS = ("nearest", "linear")
+
+
 def shift_halo(shifts: np.ndarray) -> int:
-    """Halo in px that linear shifting by ``shifts`` (z, 2) reads around a block."""
+    """Halo in px that shifting by ``shifts`` (z, 2) reads around a block (either interpolation)."""
     return int(math.ceil(float(np.abs(shifts).max(initial=0.0)) + 1e-9)) + 1
 
 
-def apply_shifts(stack: Any, shifts: np.ndarray, *, cval: float = 0.0) -> Any:
-    """Move slice ``z`` by ``shifts[z] = [sy, sx]`` px with linear interpolation.
+def _check_interpolation(interpolation: str) -> None:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation {interpolation!r} is unknown; expected one of {', '.join(INTERPOLATIONS)}")
+
+
+def applied_shifts(shifts: np.ndarray, interpolation: str = "linear") -> np.ndarray:
+    """The shifts (z, 2) px that :func:`apply_shifts` applies: ``shifts`` rounded to whole pixels for ``nearest``."""
+    _check_interpolation(interpolation)
+    s = np.asarray(shifts, dtype=np.float64)
+    return np.rint(s) + 0.0 if interpolation == "nearest" else s
+
+
+def _shift_whole(img: Any, sy: int, sx: int, cval: float, xp: Any) -> Any:
+    """``img`` (y, x) moved by whole pixels: ``out[y, x] = img[y - sy, x - sx]``, ``cval`` outside."""
+    ny, nx = img.shape
+    out = xp.full_like(img, cval)
+    if abs(sy) < ny and abs(sx) < nx:
+        out[max(0, sy) : ny + min(0, sy), max(0, sx) : nx + min(0, sx)] = \
+            img[max(0, -sy) : ny + min(0, -sy), max(0, -sx) : nx + min(0, -sx)]
+    return out
+
+
+def apply_shifts(stack: Any, shifts: np.ndarray, *, cval: float = 0.0, interpolation: str = "linear") -> Any:
+    """Move slice ``z`` by ``shifts[z] = [sy, sx]`` px.
 
     ``out[z, y, x] = stack[z, y - sy, x - sx]``; samples from outside the
-    slice read ``cval``. Returns float32 (float64 stays float64).
+    slice read ``cval``. ``interpolation``: ``linear`` (sub-pixel, which
+    smooths a slice moved by a fraction of a pixel: a half-pixel shift
+    averages neighbouring pixels) or ``nearest`` (the shift rounded to whole
+    pixels: every value is a measured one, the alignment within half a pixel).
+    Returns float32 (float64 stays float64).
     """
     if getattr(stack, "ndim", None) != 3 or len(shifts) != stack.shape[0]:
         raise ValueError(f"need a (z, y, x) stack and one shift per slice; got {getattr(stack, 'shape', None)} and {len(shifts)}")
+    moves = applied_shifts(shifts, interpolation)
     xp = xp_of(stack)
     ndi = ndimage_of(stack)
     img = stack if stack.dtype in (np.float32, np.float64) else stack.astype(xp.float32)
     out = xp.empty_like(img)
     for z in range(img.shape[0]):
-        sy, sx = (float(v) for v in shifts[z])
+        sy, sx = (float(v) for v in moves[z])
         if sy == 0.0 and sx == 0.0:
             out[z] = img[z]
+        elif interpolation == "nearest" or (sy.is_integer() and sx.is_integer()):
+            out[z] = _shift_whole(img[z], int(sy), int(sx), cval, xp)
         else:
             out[z] = ndi.shift(img[z], (sy, sx), order=1, mode="constant", cval=cval, prefilter=False)
     return out
 
 
-def apply_shifts_dask(arr: da.Array, shifts: np.ndarray, *, cval: float = 0.0) -> da.Array:
+def apply_shifts_dask(arr: da.Array, shifts: np.ndarray, *, cval: float = 0.0, interpolation: str = "linear") -> da.Array:
     """:func:`apply_shifts` on a dask stack with the exact (y, x) halo the largest shift needs."""
+    _check_interpolation(interpolation)
     shifts = np.asarray(shifts, dtype=np.float64)
     h = shift_halo(shifts)
     dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.dtype(np.float32)
@@ -585,8 +621,9 @@ def apply_shifts_dask(arr: da.Array, shifts: np.ndarray, *, cval: float = 0.0) -
     from pipeline.preprocess.denoise import _ensure_min_chunks
 
     arr = _ensure_min_chunks(arr, (0, hy, hx))
-    return map_slabs(arr, _shift_block, shifts, depth={0: 0, 1: hy, 2: hx}, dtype=dtype, cval=cval)
+    return map_slabs(arr, _shift_block, shifts, depth={0: 0, 1: hy, 2: hx}, dtype=dtype, cval=cval,
+                     interpolation=interpolation)
 
 
-def _shift_block(block: Any, rows: np.ndarray, cval: float) -> Any:
-    return apply_shifts(block, rows, cval=cval)
+def _shift_block(block: Any, rows: np.ndarray, cval: float, interpolation: str) -> Any:
+    return apply_shifts(block, rows, cval=cval, interpolation=interpolation)

@@ -37,6 +37,9 @@ def test_chunked_equals_in_memory_and_attrs(make_stack) -> None:
     assert whole.attrs["voxel_size_nm"][1] == pytest.approx(96 * 5 / math.sin(math.radians(52)) / rows)
     drift = np.asarray(whole.attrs["drift_px"])
     assert drift.shape == (12, 2)
+    # the default moves slices by whole pixels: the correction rounded
+    ref = np.asarray(whole.attrs["drift_reference_px"])
+    np.testing.assert_array_equal(whole.attrs["drift_shift_px"], np.rint(-(drift - ref)))
     assert np.asarray(whole.attrs["illumination_relative_range"]).shape == (12, 2)
     (z0, z1), (y0, y1), (x0, x1) = whole.attrs["roi_box"]
     assert whole.shape == (z1 - z0, y1 - y0, x1 - x0) and whole.shape[1] < rows

@@ -40,7 +40,7 @@ def test_baseline_not_worse_after_correction() -> None:
 def test_truth_follows_the_drift_correction() -> None:
     labels = np.zeros((3, 20, 20), np.uint8)
     labels[:, 5:10, 5:10] = 1
-    attrs = {"drift_px": [[0, 0], [2, 0], [2, 3]], "drift_reference_px": [0.0, 0.0]}
+    attrs = {"drift_shift_px": [[0, 0], [-2, 0], [-2, -3]]}
     moved, valid = correction.truth_after(labels, attrs)
     assert moved[1, 3:8, 5:10].all() and moved[1].sum() == 25  # slice 1 drifted 2 px down: moved back up
     assert moved[2, 3:8, 2:7].all()

@@ -10,6 +10,7 @@ import scipy.ndimage as ndi
 from pipeline.correct.drift import (
     apply_shifts,
     apply_shifts_dask,
+    applied_shifts,
     estimate_pairs,
     estimate_pairs_dask,
     phase_correlation,
@@ -88,6 +89,42 @@ def test_apply_shifts_undoes_drift_and_chunks_are_exact(make_stack) -> None:
     before = np.abs(np.diff(stack[inner], axis=0)).mean()
     after = np.abs(np.diff(out[inner], axis=0)).mean()
     assert after < 0.85 * before
+
+
+def test_nearest_moves_by_whole_pixels_and_keeps_the_values() -> None:
+    rng = np.random.default_rng(3)
+    stack = rng.integers(1, 255, (4, 17, 19)).astype(np.float32)
+    shifts = np.array([[0.0, 0.0], [0.4, -1.6], [-2.5, 3.49], [5.0, 0.0]])
+    before = stack.copy()
+    out = apply_shifts(stack, shifts, interpolation="nearest", cval=-1.0)
+    np.testing.assert_array_equal(stack, before)  # the input is not modified
+    moves = applied_shifts(shifts, "nearest")
+    np.testing.assert_array_equal(moves, [[0, 0], [0, -2], [-2, 3], [5, 0]])  # numpy rounds halves to even
+    for z, (sy, sx) in enumerate(moves.astype(int)):
+        ref = ndi.shift(stack[z], (sy, sx), order=0, mode="constant", cval=-1.0)
+        np.testing.assert_array_equal(out[z], ref)
+    # every value is a measured one (or the fill), nothing averaged
+    assert set(np.unique(out)) <= set(np.unique(stack)) | {-1.0}
+    # integer shifts: linear is the same move
+    np.testing.assert_array_equal(apply_shifts(stack, moves, interpolation="linear", cval=-1.0), out)
+    # and linear interpolation of a fraction does average (the blur nearest avoids)
+    assert not set(np.unique(apply_shifts(stack, shifts, interpolation="linear"))) <= set(np.unique(stack)) | {0.0}
+
+
+def test_nearest_on_chunks_is_exact() -> None:
+    rng = np.random.default_rng(4)
+    stack = rng.normal(size=(6, 40, 45)).astype(np.float32)
+    shifts = rng.uniform(-4, 4, (6, 2))
+    whole = apply_shifts(stack, shifts, interpolation="nearest")
+    got = apply_shifts_dask(da.from_array(stack, chunks=(4, 13, 17)), shifts, interpolation="nearest").compute(scheduler="sync")
+    np.testing.assert_array_equal(got, whole)
+
+
+def test_unknown_interpolation_is_refused() -> None:
+    with pytest.raises(ValueError, match="interpolation 'cubic' is unknown"):
+        apply_shifts(np.zeros((2, 4, 4), np.float32), np.zeros((2, 2)), interpolation="cubic")
+    with pytest.raises(ValueError, match="expected one of nearest, linear"):
+        apply_shifts_dask(da.zeros((2, 4, 4), chunks=2), np.zeros((2, 2)), interpolation="spline")
 
 
 @pytest.mark.parametrize("n", [3, 4, 11, 64, 325])

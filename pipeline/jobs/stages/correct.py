@@ -64,6 +64,9 @@ class Drift(Strict):
     step_threshold: float = Field(5.0, ge=0, le=100, description="Steps under this many noise levels are set to 0 (0: keep all).")
     parallax: bool = Field(True, description="Remove a steady y step that a long-lag probe shows to be shine-through parallax.")
     parallax_lag: int = Field(4, ge=2, le=64, description="Lag in slices of the parallax probe.")
+    interpolation: Literal["nearest", "linear"] = Field(
+        "nearest", description="nearest: move each slice by whole pixels (its shift rounded); linear: sub-pixel, "
+        "which averages neighbouring pixels.")
 
 
 class Roi(Strict):
