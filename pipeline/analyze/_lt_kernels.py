@@ -16,6 +16,13 @@ _INF = np.float32(np.inf)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 #: Segments between two boundary voxels up to this long are minimised by brute force (no divisions).
 _BRUTE = 16
+#: Farthest neighbour offset (voxels per axis) of the containment test, and its offset classes
+#: ``(R+1)^2 |dz| + (R+1) |dy| + |dx|``. On a fibre felt (radius steps of 0.8 voxel) offsets of 2
+#: keep 31 % fewer balls than the 26 neighbours alone, 3 keep 23 % fewer again but cost as much as
+#: they save; with steps of a quarter voxel (small pores) offsets of 2 keep 2 % fewer and cost more.
+_RING = 2
+_BASE = _RING + 1
+_CLASSES = _BASE**3
 
 
 @njit(nogil=True, cache=True)
@@ -191,8 +198,31 @@ def levels(d2, thr2, tab, out, lo, hi):  # pragma: no cover - numba
                 out[z, y, x] = a
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _held(lev, need, z, y, x, level, r, inner):  # pragma: no cover - numba
+    """Whether the ball of a voxel ``inner + 1 .. r`` voxels away (per axis, the largest) contains the ball at (z, y, x)."""
+    Z, Y, X = lev.shape
+    for dz in range(-r, r + 1):
+        zz = z + dz
+        if zz < 0 or zz >= Z:
+            continue
+        for dy in range(-r, r + 1):
+            yy = y + dy
+            if yy < 0 or yy >= Y:
+                continue
+            for dx in range(-r, r + 1):
+                if abs(dz) <= inner and abs(dy) <= inner and abs(dx) <= inner:
+                    continue
+                xx = x + dx
+                if xx < 0 or xx >= X:
+                    continue
+                if lev[zz, yy, xx] >= need[level, (abs(dz) * _BASE + abs(dy)) * _BASE + abs(dx)]:
+                    return True
+    return False
+
+
 @njit(nogil=True, cache=True)
-def centres(lev, need, box, reach, lo, hi):  # pragma: no cover - numba
+def centres(lev, need, ring, box, reach, lo, hi):  # pragma: no cover - numba
     """Flat indices (into ``lev``) of the balls that must be painted, from planes lo..hi.
 
     A voxel of level ``l`` (its ball: radius ``rho[l]``) is kept when
@@ -200,8 +230,10 @@ def centres(lev, need, box, reach, lo, hi):  # pragma: no cover - numba
     0. ``l >= 2`` (every phase voxel gets level 1 at least, see :func:`finish`);
     1. one of its 6 neighbours has a lower level (else its ball lies in the
        union of its neighbours' balls and of the voxels of level >= l);
-    2. no 26-neighbour's ball contains its ball: ``lev[n] < need[l, c]``
-       with ``c = 4|dz| + 2|dy| + |dx|`` (exact digital containment);
+    2. no ball of a voxel up to ``ring`` (at most :data:`_RING`) voxels away
+       per axis contains its ball: ``lev[n] < need[l, c]`` with
+       ``c = (|dz| B + |dy|) B + |dx|``, ``B = _RING + 1`` (exact digital
+       containment; nearer rings first);
     3. its ball reaches the core ``box`` (z0, z1, y0, y1, x0, x1), ``reach[l]``
        voxels per axis.
     """
@@ -221,26 +253,9 @@ def centres(lev, need, box, reach, lo, hi):  # pragma: no cover - numba
                         or (y > 0 and lev[z, y - 1, x] < level) or (y + 1 < Y and lev[z, y + 1, x] < level)
                         or (x > 0 and lev[z, y, x - 1] < level) or (x + 1 < X and lev[z, y, x + 1] < level)):
                     continue
-                keep = True
-                for dz in range(-1, 2):
-                    zz = z + dz
-                    if zz < 0 or zz >= Z:
-                        continue
-                    for dy in range(-1, 2):
-                        yy = y + dy
-                        if yy < 0 or yy >= Y:
-                            continue
-                        for dx in range(-1, 2):
-                            xx = x + dx
-                            if xx < 0 or xx >= X or (dz == 0 and dy == 0 and dx == 0):
-                                continue
-                            if lev[zz, yy, xx] >= need[level, 4 * abs(dz) + 2 * abs(dy) + abs(dx)]:
-                                keep = False
-                                break
-                        if not keep:
-                            break
-                    if not keep:
-                        break
+                keep = not _held(lev, need, z, y, x, level, 1, 0)
+                if keep and ring >= 2:
+                    keep = not _held(lev, need, z, y, x, level, 2, 1)
                 if keep:
                     out[n] = (z * Y + y) * X + x
                     n += 1
@@ -388,15 +403,15 @@ def ball_rows(rho2, wz, wy, wx):  # pragma: no cover - numba
     Returns ``rz_of[l]``, ``dz_base[l, dz + R]``, ``ry_of[l, dz + R]``,
     ``row_w`` (half width in x of each row) as :func:`paint` reads them, and
     ``far2[l, c]``: the largest squared distance from a point of the ball to
-    the neighbour offset of class ``c = 4|dz| + 2|dy| + |dx|`` (for the
-    containment test of :func:`centres`).
+    the neighbour offset of class ``c`` (:data:`_CLASSES`, offsets of up to
+    :data:`_RING` voxels per axis; for the containment test of :func:`centres`).
     """
     K = rho2.shape[0]
     R = max(_reach(rho2[K - 1], wz), 0)
     rz_of = np.zeros(K, np.int64)
     ry_of = np.zeros((K, 2 * R + 1), np.int64)
     dz_base = np.zeros((K, 2 * R + 1), np.int64)
-    far2 = np.zeros((K, 8), np.float64)
+    far2 = np.zeros((K, _CLASSES), np.float64)
     n = 0
     for level in range(K):
         rz = _reach(rho2[level], wz)
@@ -417,10 +432,10 @@ def ball_rows(rho2, wz, wy, wx):  # pragma: no cover - numba
                 w = _reach(rem - (dy * wy) ** 2, wx)
                 row_w[n] = w
                 n += 1
-                for c in range(1, 8):
-                    a = (c >> 2) & 1
-                    b = (c >> 1) & 1
-                    e = c & 1
+                for c in range(1, _CLASSES):
+                    a = c // (_BASE * _BASE)
+                    b = (c // _BASE) % _BASE
+                    e = c % _BASE
                     d2 = ((abs(dz) + a) * wz) ** 2 + ((abs(dy) + b) * wy) ** 2 + ((w + e) * wx) ** 2
                     if d2 > far2[level, c]:
                         far2[level, c] = d2

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -52,6 +55,7 @@ def measure(
     thickness_store: Any = None,
     probability: Any = None,
     progress: str | None = None,
+    scratch_dir: Any = None,
 ) -> dict[str, Any]:
     """Porosity, pore sizes, specific surface, connectivity, tortuosity and truth metrics.
 
@@ -96,6 +100,11 @@ def measure(
         block); the histogram is then read back from it, so that nothing is computed twice.
     progress : str, optional
         Prefix of the progress bars of the long parts (``"<progress>: porosity"``...).
+    scratch_dir : path, optional
+        A folder every worker reads and writes (a run's work folder) for the
+        local thickness's distances (4 bytes per voxel while it runs, removed
+        after): a volume of several blocks then needs one distance transform,
+        not two. Without it each block computes its own again.
 
     Returns
     -------
@@ -128,26 +137,12 @@ def measure(
     pore = arr == 1
     psd: dict[str, Any] = {}
     if 0 < out["porosity"]["porosity"] < 1:
-        lt, info = local_thickness_dask(pore, vs, n_radii=n_radii, progress=bar("largest pore"))
-        if thickness_store is not None:
-            from pipeline.analyze.store import write_blocks
-            from pipeline.io.volume import as_volume, open_volume
-
-            write_blocks(as_volume(lt, vs, name="thickness", attrs={"units": "nm", "r_max_nm": info["r_max_nm"]}),
-                         thickness_store, block_shape=lt.chunksize, chunks=arr.chunksize, progress=bar("local thickness"))
-            lt = open_volume(thickness_store).data
-            psd_store = str(thickness_store)
-        counts, edges = thickness_histogram(lt, values=np.asarray(info["values_nm"]),
-                                            progress=bar("pore sizes" if thickness_store is not None else "local thickness"))
-        psd = {"counts": counts.tolist(), "edges_nm": edges.tolist(), "r_max_nm": info["r_max_nm"],
-               "halo_voxels": info["halo_voxels"], "n_radii": len(info["radii_nm"])}
-        if thickness_store is not None:
-            psd["thickness_store"] = psd_store
-        psd.update(distribution_summary(counts, edges))
+        scratch = None if scratch_dir is None else Path(scratch_dir) / f"distances-{os.getpid()}-{time.time_ns()}.zarr"
         try:
-            psd["fit"] = fit_lognormal_hist(counts, edges)
-        except ValueError as exc:
-            out["skipped"]["psd_fit"] = str(exc)
+            psd = _pore_sizes(pore, arr, vs, n_radii, thickness_store, scratch, bar, out["skipped"])
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
     else:
         out["skipped"]["psd"] = "the volume has no pore or no solid voxel"
     out["psd"] = psd
@@ -198,6 +193,31 @@ def measure(
         out["seconds"]["truth"] = time.perf_counter() - t0
     return out
 
+
+
+def _pore_sizes(pore: Any, arr: Any, vs: tuple[float, ...], n_radii: int, thickness_store: Any, scratch: Path | None,
+                bar: Any, skipped: dict[str, str]) -> dict[str, Any]:
+    """The pore-size distribution by local thickness (written to ``thickness_store`` when given)."""
+    lt, info = local_thickness_dask(pore, vs, n_radii=n_radii, progress=bar("largest pore"), scratch=scratch)
+    if thickness_store is not None:
+        from pipeline.analyze.store import write_blocks
+        from pipeline.io.volume import as_volume, open_volume
+
+        write_blocks(as_volume(lt, vs, name="thickness", attrs={"units": "nm", "r_max_nm": info["r_max_nm"]}),
+                     thickness_store, block_shape=lt.chunksize, chunks=arr.chunksize, progress=bar("local thickness"))
+        lt = open_volume(thickness_store).data
+    counts, edges = thickness_histogram(lt, values=np.asarray(info["values_nm"]),
+                                        progress=bar("pore sizes" if thickness_store is not None else "local thickness"))
+    psd: dict[str, Any] = {"counts": counts.tolist(), "edges_nm": edges.tolist(), "r_max_nm": info["r_max_nm"],
+                           "halo_voxels": info["halo_voxels"], "n_radii": len(info["radii_nm"])}
+    if thickness_store is not None:
+        psd["thickness_store"] = str(thickness_store)
+    psd.update(distribution_summary(counts, edges))
+    try:
+        psd["fit"] = fit_lognormal_hist(counts, edges)
+    except ValueError as exc:
+        skipped["psd_fit"] = str(exc)
+    return psd
 
 def _transport(out: dict[str, Any], arr: da.Array, vs: tuple[float, ...], method: str, solid: bool, limit: int,
                roi: Sequence[Sequence[int]] | str | None) -> None:

@@ -20,8 +20,9 @@ same radii with one distance transform and no pass per radius:
    least its own is not needed: the seeds of a radius nearest to a voxel
    they cover always have a neighbour outside the seeds (one step towards
    the voxel brings them closer), so every covered voxel is a seed itself or
-   is covered from the seeds' boundary. A voxel whose ball lies inside a
-   26-neighbour's ball (digital containment, tabulated per radius) is not
+   is covered from the seeds' boundary. A voxel whose ball lies inside the
+   ball of a voxel one (radius steps under half a voxel) or two voxels away
+   per axis (digital containment, tabulated per radius and offset) is not
    needed either, nor a ball of the smallest radius (every phase voxel gets
    that value at least): on small pores these are half of the voxels.
 3. The kept balls are painted in descending radius, row by row, into a bit
@@ -77,6 +78,7 @@ __all__ = [
     "local_thickness_sweep",
     "local_thickness",
     "thickness_block",
+    "thickness_block_from_distances",
     "local_thickness_dask",
     "max_inscribed_radius",
     "EDGE_CORRECTION_VOXELS",
@@ -184,7 +186,8 @@ class _Tables:
     w: tuple[float, float, float]
     thr2: np.ndarray  # (K,) ascending squared seed thresholds (r (1 - tol))^2
     tab: np.ndarray  # number of thr2 <= each integer squared distance
-    need: np.ndarray  # (K + 1, 8) least 26-neighbour level whose ball contains this level's ball
+    need: np.ndarray  # (K + 1, classes) least level of a neighbour (offset class) whose ball contains this level's ball
+    ring: int  # neighbours up to this far (voxels per axis) are tried for containment
     reach: np.ndarray  # (K + 1, 3) half extent of each level's ball per axis (voxels)
     rz_of: np.ndarray  # ball rows (see _lt_kernels.paint)
     dz_base: np.ndarray
@@ -210,8 +213,8 @@ def _tables(radii_nm: tuple[float, ...], voxel_size_nm: tuple[float, float, floa
     thr2 = (r * (1 - _TOL)) ** 2
     tab = np.searchsorted(thr2, np.arange(int(math.ceil(thr2[-1])) + 2, dtype=np.float64), side="right").astype(np.int64)
     rz_of, dz_base, ry_of, row_w, far2 = kern.ball_rows(rho2, *w)
-    need = np.full((K + 1, 8), K + 1, np.int64)
-    for c in range(1, 8):
+    need = np.full((K + 1, kern._CLASSES), K + 1, np.int64)
+    for c in range(1, kern._CLASSES):
         # the least level whose ball, one offset of class c away, holds every point of this level's ball
         j = np.searchsorted(rho2, far2[1:, c] * (1 + 1e-9), side="left")
         need[1:, c] = np.maximum(j, np.arange(2, K + 2))
@@ -219,7 +222,11 @@ def _tables(radii_nm: tuple[float, ...], voxel_size_nm: tuple[float, float, floa
     reach = np.floor(np.sqrt(rho2)[:, None] / np.asarray(w)[None, :] + 1e-9).astype(np.int64)
     values = np.zeros(K + 1, np.float32)
     values[1:] = thickness_values(np.asarray(radii_nm), voxel_size_nm, sort=False)
-    return _Tables(w, thr2, tab, need, reach, rz_of, dz_base, ry_of, row_w, values)  # type: ignore[arg-type]
+    # a ball 2 voxels away contains this one only if its radius is about 2 voxels more: worth trying where
+    # the radii are that coarse (large pores), not with steps of a quarter voxel (small ones)
+    step = float(np.min(np.diff(r))) if K > 1 else 1.0
+    ring = kern._RING if step >= 0.5 else 1
+    return _Tables(w, thr2, tab, need, ring, reach, rz_of, dz_base, ry_of, row_w, values)  # type: ignore[arg-type]
 
 
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
@@ -274,7 +281,7 @@ def _paint(m: np.ndarray, core: Sequence[slice], lev: np.ndarray, box: np.ndarra
     from pipeline.analyze import _lt_kernels as kern
 
     K = t.n_levels
-    cen = np.concatenate(_in_threads(kern.centres, lev.shape[0], threads, lev, t.need, box, t.reach))
+    cen = np.concatenate(_in_threads(kern.centres, lev.shape[0], threads, lev, t.need, t.ring, box, t.reach))
     cen, clev = kern.sort_by_level(cen, lev.reshape(-1), K)
     cz, cy, cx = (s.stop - s.start for s in core)
     mz, my, mx = (s.start for s in core)
@@ -336,6 +343,41 @@ def thickness_block(
     lev, _ = _squared_edt(m, a, t.w, threads, tables=t)
     box = np.array([c for s, (lo, _) in zip(core, a) for c in (s.start - lo, s.stop - lo)], np.int64)
     return _paint(m, core, lev, box, t, threads)
+
+
+def thickness_block_from_distances(
+    distances: str | os.PathLike[str], region: Sequence[slice], core: Sequence[slice], mask_core: np.ndarray,
+    voxel_size_nm: Sequence[float], radii_nm: np.ndarray, *, threads: int = 1,
+) -> np.ndarray:
+    """:func:`thickness_block` from stored squared distances: no distance transform.
+
+    Parameters
+    ----------
+    distances : path
+        The float32 zarr array of exact squared distances (units of the
+        smallest voxel edge) that :func:`max_inscribed_radius` wrote.
+    region : three slices
+        The part of it to read: the block and the balls that reach it.
+    core : three slices
+        The block inside ``region``.
+    mask_core : bool array
+        The phase on the block.
+    """
+    from pipeline.analyze import _lt_kernels as kern
+    from pipeline.io.volume import open_array_cached
+
+    vs = tuple(float(v) for v in voxel_size_nm)
+    radii = np.unique(np.asarray(radii_nm, np.float64))
+    m = np.ascontiguousarray(mask_core, dtype=bool)
+    if len(radii) == 0 or not m.any():
+        return np.zeros(m.shape, np.float32)
+    t = _tables(tuple(radii.tolist()), vs)  # type: ignore[arg-type]
+    d2 = np.ascontiguousarray(open_array_cached(distances)[tuple(region)], dtype=np.float32)
+    lev = np.empty(d2.shape, np.uint8 if t.n_levels < 255 else np.uint16)
+    _in_threads(kern.levels, d2.shape[0], threads, d2, t.thr2, t.tab, lev)
+    del d2
+    box = np.array([c for s in core for c in (s.start, s.stop)], np.int64)
+    return _paint(m, tuple(slice(0, n) for n in m.shape), lev, box, t, threads)
 
 
 def local_thickness(
@@ -411,11 +453,19 @@ def _with_halo(region: Sequence[slice], halo: Sequence[int], shape: Sequence[int
     return ext, core
 
 
-def _max_d2_block(mask: np.ndarray, core: tuple[slice, ...], w: tuple[float, float, float], threads: int) -> float:
+def _max_d2_block(mask: np.ndarray, core: tuple[slice, ...], w: tuple[float, float, float], threads: int,
+                  store: str | None = None, region: tuple[slice, ...] | None = None, exact_below: float = 0.0) -> float:
+    """Largest squared distance (units of the smallest edge) of the ``core`` of ``mask``; with ``store``, the
+    core's squared distances are written to ``store[region]`` when they are exact (the largest below ``exact_below``)."""
     m = np.ascontiguousarray(mask, dtype=bool)
     if not m[core].any():
-        return 0.0
-    return _squared_edt(m, [(s.start, s.stop) for s in core], w, threads)[1]
+        return 0.0  # a store reads 0 (its fill value) where nothing is written
+    d2, top = _squared_edt(m, [(s.start, s.stop) for s in core], w, threads)
+    if store is not None and region is not None and top < exact_below:
+        from pipeline.io.volume import open_array_cached
+
+        open_array_cached(store, mode="r+")[region] = d2
+    return top
 
 
 def _threads_per_block(n_blocks: int, threads: int | None) -> int:
@@ -427,7 +477,7 @@ def _threads_per_block(n_blocks: int, threads: int | None) -> int:
 
 def max_inscribed_radius(
     mask: Any, voxel_size_nm: Sequence[float], *, start_halo_nm: float | None = None, block_voxels: int = BLOCK_VOXELS,
-    threads: int | None = None, progress: str | None = None,
+    threads: int | None = None, progress: str | None = None, store: str | os.PathLike[str] | None = None,
 ) -> float:
     """Largest distance (nm) of a phase voxel to the phase boundary, out of core.
 
@@ -435,6 +485,9 @@ def max_inscribed_radius(
     block's halo: a block whose largest value is not is measured again with
     twice the halo, until every block is exact (``inf`` when the phase fills
     the whole volume). ``progress`` labels a progress bar over the blocks.
+    ``store``: a float32 zarr array of the mask's shape (fill value 0) that
+    receives every block's exact squared distances (units of the smallest
+    voxel edge), so that :func:`local_thickness_dask` need not compute them again.
     """
     from pipeline.progress import compute
 
@@ -452,10 +505,13 @@ def max_inscribed_radius(
     best = 0.0
     while todo:
         halo = tuple(int(math.ceil(h / v)) + 1 for v in vs)
+        # the squared distance under which a block's values are exact (all of them once the halo spans the volume)
+        below = math.inf if h >= extent else (h * (1 - 1e-6) / vmin) ** 2
         tasks = []
         for region in todo:
             ext, core = _with_halo(region, halo, m.shape)
-            tasks.append(dask.delayed(_max_d2_block)(m[ext].astype(bool), core, w, th))
+            tasks.append(dask.delayed(_max_d2_block)(m[ext].astype(bool), core, w, th, None if store is None else str(store),
+                                                     region, below))
         # one graph: neighbouring blocks share the reads of their halos
         found = [math.sqrt(v) * vmin for v in compute(*tasks, desc=progress)]
         exact = [f < h * (1 - 1e-6) or h >= extent for f in found]
@@ -468,6 +524,7 @@ def max_inscribed_radius(
 def local_thickness_dask(
     mask: Any, voxel_size_nm: Sequence[float], *, radii: np.ndarray | None = None, n_radii: int = 64,
     block_voxels: int = BLOCK_VOXELS, threads: int | None = None, progress: str | None = None,
+    scratch: str | os.PathLike[str] | None = None,
 ) -> tuple[da.Array, dict[str, Any]]:
     """Local thickness (nm) of the True voxels of a dask mask, out of core, by the fast method.
 
@@ -488,6 +545,13 @@ def local_thickness_dask(
     progress : str, optional
         Label of the progress bar of the largest-radius pass (the thickness
         itself is lazy: its bar is that of whatever computes it).
+    scratch : path, optional
+        A zarr store (created here, on storage every worker reads; 4 bytes
+        per voxel) for the distances of the largest-radius pass, which the
+        blocks then read instead of computing their distance transform again
+        over a halo of twice the largest radius. The caller removes it once the
+        thickness is computed. Without it (or for a volume of one block) the
+        blocks compute their own.
 
     Returns
     -------
@@ -514,7 +578,10 @@ def local_thickness_dask(
     if len(regions) == 1:
         # one block: in memory, one distance transform for the largest radius and the levels
         return _one_block(np.asarray(m.compute()), vs, radii, n_radii, th, block)
-    rmax = max_inscribed_radius(m, vs, block_voxels=block_voxels, threads=threads, progress=progress)
+    # store chunks that the blocks are made of, so that no two blocks write to one chunk
+    chunks = tuple(c if b % c == 0 or b == n else b for c, b, n in zip(m.chunksize, block, m.shape))
+    store = None if scratch is None else _distance_store(scratch, m.shape, chunks)
+    rmax = max_inscribed_radius(m, vs, block_voxels=block_voxels, threads=threads, progress=progress, store=store)
     if not np.isfinite(rmax):
         raise ValueError("the phase fills the whole volume: its local thickness is unbounded")
     if radii is None:
@@ -522,16 +589,37 @@ def local_thickness_dask(
     radii = np.asarray(radii, dtype=np.float64)
     halo = block_halo(rmax, radii, vs) if len(radii) else (0, 0, 0)
     halo = tuple(min(h, n - 1) for h, n in zip(halo, m.shape))
+    # with stored distances a block reads those of the balls that reach it, and computes none
+    balls = _cells(float(np.max(radii)) * (1 + _TOL), vs) if len(radii) else (0, 0, 0)
     grid = [list(range(math.ceil(n / b))) for n, b in zip(m.shape, block)]
     parts: dict[tuple[int, ...], da.Array] = {}
     for index, region in regions:
-        ext, core = _with_halo(region, halo, m.shape)
-        task = dask.delayed(thickness_block)(m[ext], core, vs, radii, threads=th)
+        if store is not None:
+            ext, core = _with_halo(region, balls, m.shape)
+            task = dask.delayed(thickness_block_from_distances)(store, ext, core, m[region], vs, radii, threads=th)
+        else:
+            ext, core = _with_halo(region, halo, m.shape)
+            task = dask.delayed(thickness_block)(m[ext], core, vs, radii, threads=th)
         parts[index] = da.from_delayed(task, shape=tuple(s.stop - s.start for s in region), dtype=np.float32)
     lt = da.block([[[parts[(i, j, k)] for k in grid[2]] for j in grid[1]] for i in grid[0]])
     info = {"r_max_nm": rmax, "halo_voxels": list(halo), "block_shape": list(block), "radii_nm": radii.tolist(),
             "values_nm": thickness_values(radii, vs).tolist()}
     return lt, info
+
+
+def _distance_store(path: str | os.PathLike[str], shape: Sequence[int], chunks: Sequence[int]) -> str:
+    """A float32 zarr array (fill 0, the mask's chunks, lz4) for the squared distances; an earlier one is replaced."""
+    import shutil
+
+    import zarr
+
+    from pipeline.io.codecs import compressors_named
+
+    p = os.fspath(path)
+    shutil.rmtree(p, ignore_errors=True)
+    zarr.create_array(p, shape=tuple(int(n) for n in shape), chunks=tuple(int(c) for c in chunks), dtype="float32",
+                      fill_value=0.0, compressors=compressors_named("lz4"), zarr_format=3)
+    return p
 
 
 def _one_block(m: np.ndarray, vs: tuple[float, ...], radii: np.ndarray | None, n_radii: int, threads: int,

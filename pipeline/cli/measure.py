@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 
 from pipeline.cli._common import add_parser
 
@@ -68,14 +69,16 @@ def _run(args: argparse.Namespace) -> int:
         if truth.shape != vol.shape:
             raise UserError(f"{args.truth}: has shape {list(truth.shape)}; expected the labels' shape {list(vol.shape)}")
     roi = _roi(args.transport_roi)
-    try:
-        m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
-                    tortuosity_method=args.tortuosity, solid_tortuosity=args.solid_tortuosity, transport_roi=roi,
-                    probability=probability, progress="measure")
-    except ValueError as exc:
-        raise UserError(f"{args.input}: {exc}") from None
-    m["input"] = str(args.input)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the local thickness's distances of a large volume, beside the output while they are needed
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".porelab-measure-") as scratch:
+        try:
+            m = measure(vol, voxel_size_of(vol), truth=truth, n_radii=args.n_radii, tortuosity=not args.no_tortuosity,
+                        tortuosity_method=args.tortuosity, solid_tortuosity=args.solid_tortuosity, transport_roi=roi,
+                        probability=probability, progress="measure", scratch_dir=scratch)
+        except ValueError as exc:
+            raise UserError(f"{args.input}: {exc}") from None
+    m["input"] = str(args.input)
     write_json(out, m)
     print(f"{out}: {summary_line(m)}", file=sys.stdout)
     return 0

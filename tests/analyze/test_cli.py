@@ -34,6 +34,7 @@ def test_measure_writes_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # the printed pore size is the distribution's median; the fit's comes with its KS distance
     assert f"median {m['psd']['median_nm']:.1f} nm" in line and f"KS {m['psd']['fit']['ks']:.3f}" in line
     assert set(m["transport"]["pore"]) == {"z", "y", "x"} and m["transport"]["pore"]["z"]["tau"] >= 1
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".porelab-")]  # no scratch left beside the output
     assert main(["measure", str(a), "-o", str(out), "--overwrite", "--no-tortuosity"]) == 0
     assert "skipped: tortuosity" in capsys.readouterr().out
     assert "tortuosity" in json.loads(out.read_text())["skipped"]

@@ -119,3 +119,29 @@ def test_measure_centre_takes_the_centred_sub_volume_above_the_limits() -> None:
     assert whole["transport"]["roi"] == [[0, 20], [0, 16], [0, 16]] and "roi" not in whole["connectivity"]
     with pytest.raises(ValueError, match="unknown"):
         measure(lab, (1, 1, 1), transport_roi="middle")
+
+
+def test_measure_stores_the_distances_in_its_scratch_and_removes_them(tmp_path, monkeypatch) -> None:
+    import importlib
+
+    import scipy.ndimage as ndi
+
+    from pipeline.analyze.thickness import local_thickness_dask
+
+    measure_module = importlib.import_module("pipeline.analyze.measure")  # the package exports the function of that name
+
+    seen = []
+
+    def small_blocks(*args, **kwargs):
+        seen.append(kwargs.get("scratch"))
+        return local_thickness_dask(*args, **{**kwargs, "block_voxels": 1})
+
+    monkeypatch.setattr(measure_module, "local_thickness_dask", small_blocks)
+    rng = np.random.default_rng(5)
+    lab = (ndi.gaussian_filter(rng.random((24, 24, 24)), 2.0) > 0.5).astype(np.uint8)
+    vol = da.from_array(lab, chunks=12)
+    plain = measure(vol, (1, 1, 1), tortuosity=False)
+    stored = measure(vol, (1, 1, 1), tortuosity=False, scratch_dir=tmp_path)
+    assert seen[0] is None and seen[1] is not None and str(seen[1]).startswith(str(tmp_path))
+    assert stored["psd"]["counts"] == plain["psd"]["counts"] and sum(plain["psd"]["counts"]) == int(lab.sum())
+    assert list(tmp_path.iterdir()) == []  # the distances are removed

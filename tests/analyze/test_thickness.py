@@ -38,6 +38,33 @@ def test_out_of_core_equals_the_sweep(porous: np.ndarray, vs: tuple[float, float
     assert all(h * v >= 2 * info["r_max_nm"] for h, v in zip(info["halo_voxels"], vs))
 
 
+@pytest.mark.parametrize("vs", [(1.0, 1.0, 1.0), (3.0, 7.0, 5.5)])
+@pytest.mark.parametrize("chunks", [(13, 16, 20), (8, 48, 52)])
+def test_stored_distances_give_the_same_thickness(porous: np.ndarray, vs: tuple[float, float, float],
+                                                  chunks: tuple[int, int, int], tmp_path) -> None:
+    import zarr
+
+    mask = da.from_array(porous, chunks=chunks)
+    scratch = tmp_path / "d2.zarr"
+    lazy, info = local_thickness_dask(mask, vs, block_voxels=1, scratch=scratch)
+    stored = zarr.open_array(str(scratch), mode="r")
+    vmin = min(vs)
+    d2 = ndi.distance_transform_edt(porous, sampling=[v / vmin for v in vs]) ** 2
+    np.testing.assert_allclose(stored[...], d2, rtol=1e-5, atol=1e-4)  # every block's exact squared distances
+    ref = local_thickness_sweep(porous, vs, radii=np.asarray(info["radii_nm"]))
+    np.testing.assert_array_equal(lazy.compute(scheduler="threads"), ref)
+    plain, _ = local_thickness_dask(mask, vs, block_voxels=1)
+    np.testing.assert_array_equal(plain.compute(scheduler="threads"), ref)
+
+
+def test_stored_distances_of_a_block_without_phase_read_zero(tmp_path) -> None:
+    lab = np.zeros((24, 20, 20), bool)
+    lab[2:10, 3:15, 4:16] = True  # the blocks of z >= 12 hold no phase: nothing is written there
+    lazy, info = local_thickness_dask(da.from_array(lab, chunks=(12, 20, 20)), (1, 1, 1), block_voxels=1,
+                                      scratch=tmp_path / "d2.zarr")
+    np.testing.assert_array_equal(lazy.compute(), local_thickness_sweep(lab, (1, 1, 1), radii=np.asarray(info["radii_nm"])))
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_in_memory_equals_the_sweep_on_its_own_and_given_radii(porous: np.ndarray, threads: int) -> None:
     vs = (2.0, 1.0, 1.5)
@@ -61,6 +88,18 @@ def test_max_inscribed_radius_grows_its_halo_until_exact(porous: np.ndarray) -> 
     want = float(ndi.distance_transform_edt(porous).max())
     got = max_inscribed_radius(da.from_array(porous, chunks=(10, 12, 13)), (1, 1, 1), start_halo_nm=1.0)
     assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_max_inscribed_radius_stores_exact_distances_when_halos_grow(porous: np.ndarray, tmp_path) -> None:
+    import zarr
+
+    from pipeline.analyze.thickness import _distance_store
+
+    # a halo of 1 voxel is too small for most blocks: they are measured again with larger halos
+    store = _distance_store(tmp_path / "d2.zarr", porous.shape, (10, 12, 13))
+    max_inscribed_radius(da.from_array(porous, chunks=(10, 12, 13)), (1, 1, 1), start_halo_nm=1.0, block_voxels=1,
+                         store=store)
+    np.testing.assert_allclose(zarr.open_array(store, mode="r")[...], ndi.distance_transform_edt(porous) ** 2, atol=1e-4)
 
 
 def _ball(n: int, d: float, centre: tuple[float, float, float]) -> np.ndarray:

@@ -132,7 +132,7 @@ def run(ctx: StageContext, cfg: Config) -> StageOutput:
         m = measure(vol, vs, truth=truth, block_shape=cfg.block_shape, n_radii=cfg.n_radii, tortuosity=cfg.tortuosity,
                     tortuosity_method=cfg.tortuosity_method, solid_tortuosity=cfg.solid_tortuosity,
                     transport_roi=cfg.transport_roi, thickness_store=ctx.path("thickness.zarr") if cfg.write_thickness else None,
-                    probability=probability, progress=ctx.name)
+                    probability=probability, progress=ctx.name, scratch_dir=ctx.work_dir)
     except ValueError as exc:
         raise UserError(f"stage {ctx.name!r}: {exc}") from None
     files: dict[str, Path] = {}
