@@ -131,8 +131,12 @@ def _child(part: str, src: str, out: str) -> None:
         local_thickness_dask(dask.array.from_array(warm, chunks=12), (1.0, 1.0, 1.0), block_voxels=1)[0].compute()
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
-        lt, meta = local_thickness_dask(open_volume(src).data == 1, (1.0, 1.0, 1.0))
+        scratch = Path(out).parent / "distances.zarr"  # as porelab measure: the first pass's distances, read by the blocks
+        lt, meta = local_thickness_dask(open_volume(src).data == 1, (1.0, 1.0, 1.0), scratch=scratch)
         write_blocks(as_volume(lt, (1.0, 1.0, 1.0), name="thickness"), out, chunks=(64, 64, 64), block_shape=lt.chunksize)
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
         sec = time.perf_counter() - t0
         info.update(block_shape=meta["block_shape"], halo=meta["halo_voxels"], radii=len(meta["radii_nm"]), r_max=meta["r_max_nm"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
