@@ -34,13 +34,20 @@ shine-through), relative range of the fitted background, largest over the slices
   (plane fit of corrected / unshaded, charging patches included in both) falls from 0.49-0.69 to
   0.008-0.08 (0.008-0.017 on the 4 stacks of 256 px), and to 0.02-0.15 with strong shine-through,
   which saturates the 8-bit range on the bright side (saturated pixels censor the bright phase:
-  the fit underestimates the gradient there);
+  the fit underestimated the gradient there). Clipped pixels are now fitted as censored (Tobit
+  EM, :func:`_censored_tukey`): a strong shine-through render (48 x 128 x 128) times a known
+  gradient of amplitude 0.3, 17 % of its pixels clipped at 255: the background left after the
+  chain (range over the slice of a quadratic fit of log(fitted / true), median over slices)
+  0.25-0.27 -> 0.09-0.11 (a slight overestimate of the gradient, 8 %); amplitude 0.15:
+  0.135 -> 0.031; the same render scaled below saturation: 0.017-0.035. A censored fit costs
+  about 3x a plain one (68 against 23 ms per slice);
 * end to end (``benchmarks/correction.py``, 4 test-like renders): pore IoU of the shipped
   models raw 0.843, after correct 0.845 (``poly``: 0.752).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import dask.array as da
@@ -127,12 +134,66 @@ def _tukey_lstsq(design: np.ndarray, y: np.ndarray, iterations: int = 4, c: floa
     return coef
 
 
+#: A slice whose largest value holds at least this share of its (sampled) pixels is saturated there.
+SATURATED_SHARE = 0.005
+#: Most EM steps of the censored fit (each one weighted solve)...
+_CENSOR_STEPS = 30
+#: ... and stops when its fit moves by less than this (log units) in a step.
+_SETTLE = 1e-4
+
+
+def _saturation(y: np.ndarray) -> float | None:
+    """The value at which ``y`` is clipped (its maximum, when at least :data:`SATURATED_SHARE` sit there), else None."""
+    top = float(y.max())
+    return top if np.mean(y >= top) >= SATURATED_SHARE else None
+
+
+def _censored_tukey(design: np.ndarray, t: np.ndarray, censored: np.ndarray, log_c: float, c: float = 4.685) -> np.ndarray:
+    """Tukey fit of ``t`` where the ``censored`` values are only known to be at least ``log_c`` (Tobit EM).
+
+    Each step replaces a censored value by its expectation under the current
+    fit, ``mu + sigma * phi(a) / (1 - Phi(a))`` with ``a = (log_c - mu) / sigma``
+    (sigma from the MAD of the other residuals), and solves the Tukey-weighted
+    normal equations once (the reweighting and the expectation share the
+    steps); it stops when the fit moves by less than :data:`_SETTLE` (log units).
+    """
+    from scipy.special import erfcx
+
+    free = ~censored
+    coef = _tukey_lstsq(design[free], t[free]) if free.sum() >= 4 * design.shape[1] else _tukey_lstsq(design, t)
+    filled = t.copy()
+    for _ in range(_CENSOR_STEPS):
+        mu = design @ coef
+        r = t[free] - mu[free]
+        sigma = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-9
+        a = (log_c - mu[censored]) / sigma
+        filled[censored] = mu[censored] + sigma * math.sqrt(2.0 / math.pi) / erfcx(a / math.sqrt(2.0))
+        res = filled - mu
+        scale = 1.4826 * float(np.median(np.abs(res - np.median(res)))) + 1e-12
+        u = res / (c * scale)
+        w = np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
+        dw = design * w[:, None]
+        try:
+            new = np.linalg.solve(dw.T @ design, dw.T @ filled)
+        except np.linalg.LinAlgError:
+            break
+        settled = float(np.max(np.abs(design @ (new - coef)))) < _SETTLE
+        coef = new
+        if settled:
+            break
+    return coef
+
+
 def fit_log_background(slice2d: Any, degree: int = 2, *, step: int | None = None, passes: int = 6) -> np.ndarray:
     """Log-space polynomial background of one (y, x) slice, fitted to its bright phase (``robust``).
 
     The background is ``exp(sum c_k v^i u^j)`` (positive everywhere). Each
     pass flattens the slice with the current fit, takes the pixels above
     its Otsu threshold and refits ``log(value)`` on them with Tukey weights.
+    Pixels at a saturated maximum (:func:`_saturation`: 8-bit renders with
+    strong shine-through clip 10-20 % of the bright phase) only bound the
+    value from below: they are fitted as censored (Tobit EM), else the
+    gradient is underestimated where it is brightest.
     Coordinates as in :func:`fit_background`; returns float64 coefficients in
     :func:`poly_terms` order (the constant is the log of the bright level).
     A slice without two phases or with non-positive values only returns a
@@ -148,6 +209,7 @@ def fit_log_background(slice2d: Any, degree: int = 2, *, step: int | None = None
         coef[0] = float(np.log(max(float(np.median(y)), 1e-12)))
         return coef
     coef[0] = float(np.log(np.median(y[positive])))
+    sat = _saturation(y)
     before = None
     for _ in range(passes):
         flat = y / np.exp(design @ coef)
@@ -156,7 +218,11 @@ def fit_log_background(slice2d: Any, degree: int = 2, *, step: int | None = None
             break
         if before is not None and np.array_equal(bright, before):
             break  # the same pixels give the same fit: every later pass would too (2-3 passes on renders)
-        coef = _tukey_lstsq(design[bright], np.log(y[bright]))
+        t = np.log(y[bright])
+        if sat is None:
+            coef = _tukey_lstsq(design[bright], t)
+        else:
+            coef = _censored_tukey(design[bright], t, y[bright] >= sat, math.log(sat))
         before = bright
     return coef
 

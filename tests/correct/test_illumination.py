@@ -9,6 +9,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 
 from pipeline.correct.chain import DestripeParams, DriftParams, IlluminationParams, RoiParams, TiltParams, correct_volume
 from pipeline.correct.illumination import (
@@ -156,3 +157,30 @@ def test_render_gradient_is_found_and_removed() -> None:
         q = [np.percentile(a[:, :64], 75), np.percentile(a[:, 64:], 75), np.percentile(a[:, :, :64], 75), np.percentile(a[:, :, 64:], 75)]
         return max(abs(q[0] / q[1] - 1), abs(q[2] / q[3] - 1))
     assert halves(img) > 0.15 and halves(res) < halves(img) / 3
+
+
+def test_saturated_bright_phase_is_fitted_as_censored() -> None:
+    import pipeline.correct.illumination as illum
+
+    rng = np.random.default_rng(11)
+    n = 160
+    phase = ndi.gaussian_filter(rng.random((n, n)), 3) > 0.5  # two phases, about half bright
+    base = np.where(phase, rng.normal(215.0, 18.0, (n, n)), rng.normal(60.0, 10.0, (n, n)))
+    x = np.linspace(-1, 1, n)[None, :]
+    shading = 1.0 + 0.25 * x
+    img = np.clip(base * shading, 0, 255).round()
+    assert 0.05 < np.mean(img == 255) < 0.3  # the bright side clips
+    bg = illum.background(img)
+    slope = np.polyfit(np.linspace(-1, 1, n), np.log(bg).mean(axis=0), 1)[0]
+    true = np.polyfit(np.linspace(-1, 1, n), np.log(shading[0]), 1)[0]
+    assert abs(slope - true) < 0.01, (slope, true)  # 0.002 off here; 0.02 when the clipped values are taken as they are
+    # the clipped values taken at face value flatten the gradient where it is brightest
+    share = illum.SATURATED_SHARE
+    try:
+        illum.SATURATED_SHARE = 1.1  # no slice is ever taken as saturated
+        plain = np.polyfit(np.linspace(-1, 1, n), np.log(illum.background(img)).mean(axis=0), 1)[0]
+    finally:
+        illum.SATURATED_SHARE = share
+    assert abs(plain - true) > 2 * abs(slope - true), (plain, slope, true)
+    # a slice that is not clipped is fitted as before (its maximum holds one pixel)
+    assert illum._saturation(np.clip(base * shading, 0, None).ravel()) is None
