@@ -69,7 +69,7 @@ else:
     from pipeline.io.export import export_store
     export_store(store, out, to=kind, levels=3, overwrite=True, progress=None)
 dt = time.perf_counter() - t
-print({"seconds": dt, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+print({"seconds": dt, "peak_rss": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024})
 """
 
 OUTPUTS = {"baseline": "baseline.tif", "tiff": "out.tif", "raw": "out.raw", "ome-zarr": "out.ome.zarr", "ome-zarr-py": "py.ome.zarr"}

@@ -42,7 +42,7 @@ with tifffile.TiffFile(sys.argv[1]) as tif:
         n += page.asarray().nbytes
 dt = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print({"bytes": n, "seconds": dt, "peak_rss": ru.ru_maxrss * 1024, "cpu_s": ru.ru_utime + ru.ru_stime})
+print({"bytes": n, "seconds": dt, "peak_rss": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024, "cpu_s": ru.ru_utime + ru.ru_stime})
 """
 
 INGEST = """
@@ -54,7 +54,7 @@ ingest(sys.argv[1], sys.argv[2], (10, 5, 5), overwrite=True, progress=None, code
 dt = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_SELF)
 codec = dict(zarr.open_array(sys.argv[2] + "/image", mode="r").attrs)["codec"]
-print({"seconds": dt, "peak_rss": ru.ru_maxrss * 1024, "cpu_s": ru.ru_utime + ru.ru_stime - r0.ru_utime - r0.ru_stime, "codec": codec})
+print({"seconds": dt, "peak_rss": int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024, "cpu_s": ru.ru_utime + ru.ru_stime - r0.ru_utime - r0.ru_stime, "codec": codec})
 """
 
 
