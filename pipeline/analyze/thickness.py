@@ -36,10 +36,12 @@ It is exact: tests compare it voxel for voxel with :func:`local_thickness_sweep`
 
 Out of core (:func:`local_thickness_dask`): a first pass finds the largest
 inscribed radius ``r_max`` block by block (a block whose distances are not
-all below its halo is measured again with twice the halo); each block of the
-second pass reads a halo of ``r_max`` (balls that reach the block) plus
-``r_max`` (their exact distance transform, whose two costly passes only run
-on the block and its ball halo). The blocks are large (:data:`BLOCK_VOXELS`),
+all below its halo is measured again with a halo just above what it found,
+an upper bound of its true distances; with a scratch store the exact
+distances are kept for the second pass); each block of the
+second pass reads a halo of ``r_max`` (balls that reach the block): their
+stored distances, or the mask with ``r_max`` more for their exact distance
+transform, whose two costly passes only run on the block and its ball halo. The blocks are large (:data:`BLOCK_VOXELS`),
 a few hundred MB each at most whatever the volume; a volume of one block is
 measured in one pass with every core on it, several blocks run one per worker.
 
@@ -486,9 +488,12 @@ def max_inscribed_radius(
     """Largest distance (nm) of a phase voxel to the phase boundary, out of core.
 
     The distance transform of a block is exact where it is smaller than the
-    block's halo: a block whose largest value is not is measured again with
-    twice the halo, until every block is exact (``inf`` when the phase fills
-    the whole volume). ``progress`` labels a progress bar over the blocks.
+    block's halo: a block whose largest value is not is measured again, until
+    every block is exact (``inf`` when the phase fills the whole volume). A block's distances found with too short a halo are
+    upper bounds of the true ones (boundaries outside the region are not
+    seen), so it is measured again once, with a halo just above the largest
+    of them (twice the halo when that is infinite). ``progress`` labels a
+    progress bar over the blocks.
     ``store``: a float32 zarr array of the mask's shape (fill value 0) that
     receives every block's exact squared distances (units of the smallest
     voxel edge), so that :func:`local_thickness_dask` need not compute them again.
@@ -520,8 +525,12 @@ def max_inscribed_radius(
         found = [math.sqrt(v) * vmin for v in compute(*tasks, desc=progress)]
         exact = [f < h * (1 - 1e-6) or h >= extent for f in found]
         best = max([best] + [f for f, ok in zip(found, exact) if ok])
+        # a block's distances over a smaller region are upper bounds of the true ones: a halo above the
+        # largest found makes the next pass exact (one more pass, not a doubling each time)
+        over = [f for f, ok in zip(found, exact) if not ok]
         todo = [r for r, ok in zip(todo, exact) if not ok]
-        h = min(2 * h, extent)
+        top = max(over, default=math.inf)
+        h = min(top * (1 + 1e-5) + max(vs) if np.isfinite(top) else 2 * h, extent)
     return best if np.isfinite(best) else math.inf
 
 

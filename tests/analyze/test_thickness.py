@@ -90,6 +90,23 @@ def test_max_inscribed_radius_grows_its_halo_until_exact(porous: np.ndarray) -> 
     assert got == pytest.approx(want, rel=1e-6)
 
 
+def test_max_inscribed_radius_needs_one_more_pass_when_a_halo_is_short(porous: np.ndarray, monkeypatch) -> None:
+    import pipeline.progress as progress
+
+    passes = []
+    real = progress.compute
+
+    def counted(*args, **kwargs):
+        passes.append(len(args))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "compute", counted)
+    got = max_inscribed_radius(da.from_array(porous, chunks=(10, 12, 13)), (1, 1, 1), start_halo_nm=1.0)
+    assert got == pytest.approx(float(ndi.distance_transform_edt(porous).max()), rel=1e-6)
+    # the distances found with a short halo bound the true ones from above: a halo above them is exact
+    assert len(passes) == 2, passes
+
+
 def test_max_inscribed_radius_stores_exact_distances_when_halos_grow(porous: np.ndarray, tmp_path) -> None:
     import zarr
 
