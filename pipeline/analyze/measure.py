@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -137,7 +136,8 @@ def measure(
     pore = arr == 1
     psd: dict[str, Any] = {}
     if 0 < out["porosity"]["porosity"] < 1:
-        scratch = None if scratch_dir is None else Path(scratch_dir) / f"distances-{os.getpid()}-{time.time_ns()}.zarr"
+        # one name: a store left by a run that was killed is replaced by the next, not kept beside it
+        scratch = None if scratch_dir is None else Path(scratch_dir) / "thickness-distances.zarr"
         try:
             psd = _pore_sizes(pore, arr, vs, n_radii, thickness_store, scratch, bar, out["skipped"])
         finally:
