@@ -194,7 +194,6 @@ def measure(
     return out
 
 
-
 def _pore_sizes(pore: Any, arr: Any, vs: tuple[float, ...], n_radii: int, thickness_store: Any, scratch: Path | None,
                 bar: Any, skipped: dict[str, str]) -> dict[str, Any]:
     """The pore-size distribution by local thickness (written to ``thickness_store`` when given)."""
@@ -218,6 +217,7 @@ def _pore_sizes(pore: Any, arr: Any, vs: tuple[float, ...], n_radii: int, thickn
     except ValueError as exc:
         skipped["psd_fit"] = str(exc)
     return psd
+
 
 def _transport(out: dict[str, Any], arr: da.Array, vs: tuple[float, ...], method: str, solid: bool, limit: int,
                roi: Sequence[Sequence[int]] | str | None) -> None:

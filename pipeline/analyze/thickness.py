@@ -576,7 +576,8 @@ def local_thickness_dask(
         ``block_shape=thickness.chunksize`` (and reduce it from the written
         store) so that no block is computed twice.
     info : dict
-        ``r_max_nm``, ``halo_voxels`` (per axis), ``block_shape``,
+        ``r_max_nm``, ``halo_voxels`` (per axis: what a block reads around
+        it, of the mask or, with ``scratch``, of the stored distances), ``block_shape``,
         ``radii_nm``, ``values_nm`` (every value the thickness can take,
         ascending).
     """
@@ -615,7 +616,8 @@ def local_thickness_dask(
             task = dask.delayed(thickness_block)(m[ext], core, vs, radii, threads=th)
         parts[index] = da.from_delayed(task, shape=tuple(s.stop - s.start for s in region), dtype=np.float32)
     lt = da.block([[[parts[(i, j, k)] for k in grid[2]] for j in grid[1]] for i in grid[0]])
-    info = {"r_max_nm": rmax, "halo_voxels": list(halo), "block_shape": list(block), "radii_nm": radii.tolist(),
+    read = balls if store is not None else halo  # what a block reads around it
+    info = {"r_max_nm": rmax, "halo_voxels": list(read), "block_shape": list(block), "radii_nm": radii.tolist(),
             "values_nm": thickness_values(radii, vs).tolist()}
     return lt, info
 

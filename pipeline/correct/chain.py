@@ -144,8 +144,8 @@ class DriftParams:
     slice by its shift rounded to whole pixels (aligned within half a pixel,
     every value a measured one); ``linear`` by the sub-pixel shift, which
     averages neighbouring pixels (a half-pixel shift is a 2-pixel box blur)
-    and cost the shipped U-Net 2-3 points of pore IoU on test-like renders
-    (``benchmarks/correction.py``).
+    and cost the U-Nets of stop 20 1.1-1.5 points of pore IoU on test-like
+    renders (``benchmarks/correction.py``, 4 stacks).
     """
 
     enabled: bool = True

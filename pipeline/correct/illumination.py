@@ -119,19 +119,28 @@ def _tukey_lstsq(design: np.ndarray, y: np.ndarray, iterations: int = 4, c: floa
     w = np.ones(len(y))
     coef = np.zeros(design.shape[1])
     for _ in range(iterations):
-        dw = design * w[:, None]
-        try:
-            coef = np.linalg.solve(dw.T @ design, dw.T @ y)
-        except np.linalg.LinAlgError:
-            sw = np.sqrt(w)
-            coef, *_ = np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)
-        r = y - design @ coef
-        scale = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-12
-        u = r / (c * scale)
-        w = np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
+        coef = _weighted_solve(design, y, w)
+        w = _tukey_weights(y - design @ coef, c)
         if w.sum() < design.shape[1] * 4:
             break
     return coef
+
+
+def _weighted_solve(design: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares by the normal equations, by SVD when they are singular."""
+    dw = design * w[:, None]
+    try:
+        return np.linalg.solve(dw.T @ design, dw.T @ y)
+    except np.linalg.LinAlgError:
+        sw = np.sqrt(w)
+        return np.linalg.lstsq(design * sw[:, None], y * sw, rcond=None)[0]
+
+
+def _tukey_weights(r: np.ndarray, c: float = 4.685) -> np.ndarray:
+    """Tukey biweights of residuals ``r``, the scale from their MAD."""
+    scale = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-12
+    u = r / (c * scale)
+    return np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
 
 
 #: A slice whose largest value holds at least this share of its (sampled) pixels is saturated there.
@@ -168,15 +177,7 @@ def _censored_tukey(design: np.ndarray, t: np.ndarray, censored: np.ndarray, log
         sigma = 1.4826 * float(np.median(np.abs(r - np.median(r)))) + 1e-9
         a = (log_c - mu[censored]) / sigma
         filled[censored] = mu[censored] + sigma * math.sqrt(2.0 / math.pi) / erfcx(a / math.sqrt(2.0))
-        res = filled - mu
-        scale = 1.4826 * float(np.median(np.abs(res - np.median(res)))) + 1e-12
-        u = res / (c * scale)
-        w = np.where(np.abs(u) < 1.0, (1.0 - u**2) ** 2, 0.0)
-        dw = design * w[:, None]
-        try:
-            new = np.linalg.solve(dw.T @ design, dw.T @ filled)
-        except np.linalg.LinAlgError:
-            break
+        new = _weighted_solve(design, filled, _tukey_weights(filled - mu, c))
         settled = float(np.max(np.abs(design @ (new - coef)))) < _SETTLE
         coef = new
         if settled:

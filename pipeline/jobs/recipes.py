@@ -41,7 +41,7 @@ def analyze_job(
          **({"voxel_size_nm": [float(v) for v in voxel_size_nm]} if voxel_size_nm else {})},
         # The defaults: on test-like renders (benchmarks/correction.py, 8 stacks) the threshold baseline
         # gains 4 points of pore IoU, the shipped U-Nets stay within 0.4 points of the raw stack; slices
-        # move by whole pixels (sub-pixel shifts blur them and cost the U-Nets 1-2 points), and the older
+        # move by whole pixels (sub-pixel shifts blur them and cost the U-Nets 1.1-1.5 points), and the older
         # per-slice polynomial illumination cut pore IoU from 0.84 to 0.75.
         {"stage": "correct", "tilt": {"enabled": angle_deg < 90, "angle_deg": min(float(angle_deg), 90.0)}},
         {"stage": "preprocess"},
